@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make demo` (install, train on the shipped data, sample)
+# and `make test` (install the test extras, lint, run the tests).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install test lint demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch is pinned (CPU wheel on disk) and only needed for the tests' cross-checks.
+	$(BIN)/pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check charlm tests benchmarks
+	$(BIN)/ruff format --check charlm tests benchmarks
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/charlm vocab build data/tinyshakespeare.txt -o runs/vocab-demo.json
+	$(BIN)/charlm train data/tinyshakespeare.txt --config configs/tiny.yaml \
+		--set train.max_seconds=60 --run-dir runs/demo --overwrite
+	$(BIN)/charlm sample --run runs/demo --max-len 300 --seed 1
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/data_speed.py
+	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/sample_speed.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

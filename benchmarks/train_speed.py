@@ -1,0 +1,131 @@
+"""Training speed: our NumPy step against the equivalent PyTorch CPU model, side by side.
+
+One process run, interleaved rounds, medians. Each step: forward + backward over a window,
+gradient clipping (global norm 5), an Adam update, the hidden state carried (detached) to the
+next window. PyTorch runs one-hot -> nn.LSTM/GRU/RNN -> nn.Linear -> cross-entropy with 2
+threads. Prints characters/second for both and the ratio ours/PyTorch.
+
+    python benchmarks/train_speed.py [--rounds 5] [--steps 3] [--only lstm-h256-l2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from types import SimpleNamespace
+
+import numpy as np
+
+from charlm.model import CharModel
+from charlm.optim import Optimizer, clip_gradients
+
+V = 65
+CONFIGS = {  # name: (cell, H, layers, N, T, target ratio)
+    "lstm-h128-l1-n32-t64": ("lstm", 128, 1, 32, 64, 1.0),
+    "lstm-h256-l2-n64-t100": ("lstm", 256, 2, 64, 100, 1.0),
+    "lstm-h512-l2-n64-t100": ("lstm", 512, 2, 64, 100, 1.0),
+    "gru-h256-l2-n64-t100": ("gru", 256, 2, 64, 100, 1.2),
+    "rnn-h256-l2-n64-t100": ("rnn", 256, 2, 64, 100, 1.2),
+}
+
+
+def batches(rng: np.random.Generator, N: int, T: int, count: int) -> list[np.ndarray]:
+    """Random (N, T+1) id windows: input = [:, :-1], target = [:, 1:]."""
+    return [rng.integers(0, V, size=(N, T + 1)) for _ in range(count)]
+
+
+def ours(cell: str, H: int, L: int, N: int, T: int, data: list[np.ndarray]):
+    spec = SimpleNamespace(
+        cell=cell,
+        hidden_size=H,
+        num_layers=L,
+        dropout=0.0,
+        embedding_size=0,
+        gru_reset_after=cell == "gru",
+        rnn_activation="tanh",
+    )
+    model = CharModel(spec, V)
+    params = model.init_params(np.random.default_rng(0), np.float32)
+    opt = Optimizer("adam", params)
+    state = model.initial_state(N, np.float32)
+
+    def run() -> float:
+        nonlocal state
+        start = time.perf_counter()
+        for w in data:
+            loss, grads, state, _ = model.loss(params, w[:, :-1], w[:, 1:], state)
+            clip_gradients(grads, 5.0, "norm")
+            opt.step(params, grads, 2e-3)
+        return len(data) * N * T / (time.perf_counter() - start)
+
+    return run
+
+
+def torch_equivalent(cell: str, H: int, L: int, N: int, T: int, data: list[np.ndarray]):
+    import torch  # noqa: PLC0415 - benchmark-only dependency
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    rnn_cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
+    rnn = rnn_cls(V, H, L, batch_first=True)
+    head = torch.nn.Linear(H, V)
+    params = list(rnn.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=2e-3)
+    zeros = torch.zeros(L, N, H)
+    state = (zeros, zeros.clone()) if cell == "lstm" else zeros
+    tensors = [torch.from_numpy(w) for w in data]
+
+    def run() -> float:
+        nonlocal state
+        start = time.perf_counter()
+        for w in tensors:
+            x = torch.nn.functional.one_hot(w[:, :-1], V).float()
+            out, st = rnn(x, state)
+            logits = head(out)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), w[:, 1:].reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            state = tuple(s.detach() for s in st) if cell == "lstm" else st.detach()
+        return len(tensors) * N * T / (time.perf_counter() - start)
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
+    parser.add_argument("--steps", type=int, default=3, help="training steps per round")
+    parser.add_argument("--only", action="append", help="run only these configs")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    print(f"{'config':24} {'ours chars/s':>13} {'torch chars/s':>14} {'ratio':>7} target")
+    failed = 0
+    for name, (cell, H, L, N, T, target) in CONFIGS.items():
+        if args.only and name not in args.only:
+            continue
+        data = batches(rng, N, T, args.steps)
+        runners = {
+            "ours": ours(cell, H, L, N, T, data),
+            "torch": torch_equivalent(cell, H, L, N, T, data),
+        }
+        for run in runners.values():
+            run()  # warm-up: allocations, thread pools
+        speeds: dict[str, list[float]] = {"ours": [], "torch": []}
+        ratios = []
+        for _ in range(args.rounds):
+            for key, run in runners.items():
+                speeds[key].append(run())
+            ratios.append(speeds["ours"][-1] / speeds["torch"][-1])
+        o, t = statistics.median(speeds["ours"]), statistics.median(speeds["torch"])
+        ratio = statistics.median(ratios)
+        ok = ratio >= target
+        failed += not ok
+        print(f"{name:24} {o:13,.0f} {t:14,.0f} {ratio:7.2f} >={target} {'PASS' if ok else 'FAIL'}")
+    print("all targets met" if not failed else f"{failed} config(s) below target")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+"""charlm: character-level recurrent language models in NumPy."""
+
+__version__ = "0.1.0"

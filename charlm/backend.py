@@ -1,0 +1,63 @@
+"""The array-module handle: NumPy on the CPU, CuPy on an NVIDIA GPU.
+
+The cells, model, ops and optimizer never import an array library for their math: they ask
+`xp_of(array)` which module owns the arrays they were given (the `cupy.get_array_module`
+idea), so one implementation serves both devices.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from charlm.errors import CharlmError
+
+DEVICES = ("cpu", "cuda")
+
+
+def xp_of(array: Any) -> ModuleType:
+    """The array module (numpy or cupy) that owns `array`."""
+    if isinstance(array, np.ndarray) or np.isscalar(array):
+        return np
+    module = type(array).__module__
+    if module.startswith("cupy"):
+        import cupy  # noqa: PLC0415 - only reached with a CuPy array in hand
+
+        return cupy
+    return np
+
+
+def array_module(device: str) -> ModuleType:
+    """The array module for `device` ('cpu' or 'cuda'); a clear error if CUDA is unusable."""
+    if device == "cpu":
+        return np
+    if device != "cuda":
+        raise CharlmError(f"unknown device {device!r}; choose one of: {', '.join(DEVICES)}")
+    try:
+        import cupy  # noqa: PLC0415 - optional extra charlm[gpu]
+    except ImportError:
+        raise CharlmError(
+            "device 'cuda' needs CuPy: pip install 'charlm[gpu]' (cupy-cuda13x)"
+        ) from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CuPy raises its own CUDA runtime errors here
+        raise CharlmError(f"device 'cuda': no usable NVIDIA GPU ({exc})") from None
+    if count < 1:
+        raise CharlmError("device 'cuda': no NVIDIA GPU found")
+    return cupy
+
+
+def to_numpy(array: Any) -> np.ndarray:
+    """A NumPy copy (or the array itself) of a NumPy or CuPy array, for saving and printing."""
+    if isinstance(array, np.ndarray):
+        return array
+    get = getattr(array, "get", None)
+    return np.asarray(get() if get is not None else array)
+
+
+def to_device(array: np.ndarray, xp: ModuleType) -> Any:
+    """`array` moved to the device of array module `xp`."""
+    return array if xp is np else xp.asarray(array)

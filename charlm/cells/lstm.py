@@ -1,0 +1,172 @@
+"""LSTM cell over a window of T steps (the course notes' equations).
+
+    Gamma_u = sigma(W_u [a<t-1>, x<t>] + b_u)          update (input) gate
+    Gamma_f = sigma(W_f [a<t-1>, x<t>] + b_f)          forget gate
+    Gamma_o = sigma(W_o [a<t-1>, x<t>] + b_o)          output gate
+    c~<t>   = tanh(W_c [a<t-1>, x<t>] + b_c)           candidate
+    c<t>    = Gamma_f * c<t-1> + Gamma_u * c~<t>
+    a<t>    = Gamma_o * tanh(c<t>)
+
+The four gates are fused: Wx (4H, D), Wh (4H, H), b (4H,), rows in the order u, f, o, c~ so the
+three sigmoids are one contiguous block. Shapes: x ids (T, N) or vectors (T, D, N); states
+a, c (H, N); output (T, H, N).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from charlm.backend import xp_of
+from charlm.cells import common
+from charlm.ops import project_inputs, project_inputs_backward, sigmoid, time_columns
+
+Array = Any
+
+
+class LSTM:
+    """Long short-term memory cell; see the module docstring for the equations."""
+
+    name = "lstm"
+    num_gates = 4
+    state_names = ("h", "c")
+
+    def __init__(self, hidden_size: int) -> None:
+        self.H = hidden_size
+
+    def init_params(
+        self, D: int, rng: np.random.Generator, dtype: Any, one_hot: bool
+    ) -> dict[str, Array]:
+        """Gaussian input weights, orthogonal recurrent blocks, forget-gate bias 1."""
+        H = self.H
+        b = np.zeros(4 * H, dtype=dtype)
+        b[H : 2 * H] = 1.0  # remember by default: gradients flow through c from the start
+        return {
+            "Wx": common.input_weights(rng, 4 * H, D, H, one_hot, dtype),
+            "Wh": common.recurrent_weights(rng, 4, H, dtype),
+            "b": b,
+        }
+
+    def _gates(self, a: Array, hprev: Array, Wh: Array, tmp: Array) -> None:
+        """In place: a (4H, N) holds Wx x<t> + b in, the gate activations out."""
+        xp = xp_of(a)
+        H = self.H
+        xp.matmul(Wh, hprev, out=tmp)
+        a += tmp
+        sigmoid(a[: 3 * H], out=a[: 3 * H])
+        xp.tanh(a[3 * H :], out=a[3 * H :])
+
+    def _cell(self, a: Array, cprev: Array, c: Array, tc: Array, h: Array, tmp: Array) -> None:
+        """c = f * c_prev + u * c~ ; h = o * tanh(c), from gate activations a (4H, N)."""
+        xp = xp_of(a)
+        H = self.H
+        u, f, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
+        xp.multiply(f, cprev, out=c)
+        xp.multiply(u, g, out=tmp)
+        c += tmp
+        xp.tanh(c, out=tc)
+        xp.multiply(o, tc, out=h)
+
+    def forward(
+        self, params: dict[str, Array], x: Array, state: tuple[Array, Array], resets: Array | None
+    ) -> tuple[Array, tuple[Array, Array], dict[str, Any]]:
+        """Run T steps. Returns (a (T, H, N), (a<T>, c<T>), cache)."""
+        Wx, Wh, b = params["Wx"], params["Wh"], params["b"]
+        xp = xp_of(Wh)
+        H = self.H
+        A = project_inputs(Wx, b, x)  # (T, 4H, N); becomes the gate activations
+        T, _, N = A.shape
+        hs = common.state_sequence(state[0], T)
+        cs = common.state_sequence(state[1], T)
+        tcs = xp.empty((T, H, N), dtype=Wh.dtype)
+        keep = common.keep_mask(resets, Wh.dtype)
+        hp = common.masked_store(keep, Wh, H, T, N)
+        cp = common.masked_store(keep, Wh, H, T, N)
+        tmp = xp.empty((4 * H, N), dtype=Wh.dtype)
+        for t in range(T):
+            hprev = common.effective_prev(hs, t, keep, hp)
+            cprev = common.effective_prev(cs, t, keep, cp)
+            self._gates(A[t], hprev, Wh, tmp)
+            self._cell(A[t], cprev, cs[t + 1], tcs[t], hs[t + 1], tmp[:H])
+        cache = {
+            "x": x,
+            "params": params,
+            "A": A,
+            "hs": hs,
+            "cs": cs,
+            "tcs": tcs,
+            "keep": keep,
+            "hp": hp,
+            "cp": cp,
+        }
+        return hs[1:], (hs[T].copy(), cs[T].copy()), cache
+
+    def backward(
+        self, dout: Array, cache: dict[str, Any]
+    ) -> tuple[Array | None, tuple[Array, Array], dict[str, Array]]:
+        """Back through the window. dout (T, H, N) -> (dx, (da<0>, dc<0>), grads)."""
+        A, tcs, keep = cache["A"], cache["tcs"], cache["keep"]
+        params = cache["params"]
+        Wh = params["Wh"]
+        xp = xp_of(Wh)
+        H = self.H
+        T, _, N = A.shape
+        dA = xp.empty_like(A)
+        dh = xp.zeros((H, N), dtype=Wh.dtype)
+        dc = xp.zeros((H, N), dtype=Wh.dtype)
+        t1 = xp.empty((H, N), dtype=Wh.dtype)
+        s3 = xp.empty((3 * H, N), dtype=Wh.dtype)
+        WhT = Wh.T
+        for t in range(T - 1, -1, -1):
+            a, da = A[t], dA[t]
+            u, f, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
+            tc = tcs[t]
+            cprev = cache["cs"][t] if keep is None else cache["cp"][t]
+            dh += dout[t]
+            # dc += dh * o * (1 - tanh(c)^2): a<t> = o tanh(c<t>)
+            xp.multiply(tc, tc, out=t1)
+            xp.subtract(1, t1, out=t1)
+            t1 *= o
+            t1 *= dh
+            dc += t1
+            # raw gate gradients, then times sigma' = s (1 - s) for the three sigmoids at once
+            xp.multiply(dc, g, out=da[:H])  # d u = dc * c~
+            xp.multiply(dc, cprev, out=da[H : 2 * H])  # d f = dc * c<t-1>
+            xp.multiply(dh, tc, out=da[2 * H : 3 * H])  # d o = da * tanh(c)
+            xp.subtract(1, a[: 3 * H], out=s3)
+            s3 *= a[: 3 * H]
+            da[: 3 * H] *= s3
+            # d c~ = dc * u, times tanh' = 1 - c~^2
+            xp.multiply(g, g, out=t1)
+            xp.subtract(1, t1, out=t1)
+            t1 *= u
+            xp.multiply(dc, t1, out=da[3 * H :])
+            # to step t-1: dc_prev = dc * f ; da_prev = Wh^T dA
+            dc *= f
+            xp.matmul(WhT, da, out=dh)
+            if keep is not None:
+                dh *= keep[t]
+                dc *= keep[t]
+        dA2 = time_columns(dA)  # (4H, T*N), shared by both weight gradients
+        dWh = dA2 @ common.prev_columns(cache["hs"], cache["hp"]).T
+        dx, dWx, db = project_inputs_backward(dA, cache["x"], params["Wx"], dA2)
+        return dx, (dh, dc), {"Wx": dWx, "Wh": dWh, "b": db}
+
+    def step(
+        self, params: dict[str, Array], x: Array, state: tuple[Array, Array]
+    ) -> tuple[Array, tuple[Array, Array]]:
+        """One step for sampling, no cache: x ids (N,) or (D, N) -> (a<t> (H, N), new state)."""
+        Wh = params["Wh"]
+        xp = xp_of(Wh)
+        H = self.H
+        a = project_inputs(params["Wx"], params["b"], x[None])
+        a = a[0]
+        N = a.shape[1]
+        tmp = xp.empty((4 * H, N), dtype=Wh.dtype)
+        c = xp.empty((H, N), dtype=Wh.dtype)
+        tc = xp.empty((H, N), dtype=Wh.dtype)
+        h = xp.empty((H, N), dtype=Wh.dtype)
+        self._gates(a, state[0], Wh, tmp)
+        self._cell(a, state[1], c, tc, h, tmp[:H])
+        return h, (h, c)

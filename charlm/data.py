@@ -1,0 +1,233 @@
+"""Corpus reading, encoding, the train/val split and the batch streams.
+
+Training batches follow char-rnn / torch-rnn: the ids are cut into N parallel contiguous
+streams and each stream into windows of T steps, so row n of batch k+1 continues row n of
+batch k and the hidden state can be carried across batches.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from charlm.errors import CharlmError
+from charlm.vocab import Vocab
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def read_text(path: str | os.PathLike[str]) -> str:
+    """The text of a UTF-8 file, with CRLF and lone CR turned into "\\n" and any BOM dropped."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise CharlmError(f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise CharlmError(f"{path} is a directory, not a text file") from None
+    except OSError as exc:
+        raise CharlmError(f"cannot read {path}: {exc.strerror or exc}") from None
+    skip = len(_BOM) if raw.startswith(_BOM) else 0
+    try:
+        # A memoryview slice drops the BOM without copying the whole file.
+        text = str(memoryview(raw)[skip:], "utf-8")
+    except UnicodeDecodeError as exc:
+        raise CharlmError(f"{path}: invalid UTF-8 at byte offset {skip + exc.start}") from None
+    del raw  # free the bytes before the (rare) newline rewrite below
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text or text.isspace():
+        raise CharlmError(f"{path} is empty (no non-whitespace text)")
+    return text
+
+
+def encode_text(text: str, vocab: Vocab) -> np.ndarray:
+    """The ids of a corpus: `vocab.encode(text)` in stream mode; in lines mode
+
+    <EOS> line1 <EOS> line2 <EOS> ... lineK <EOS>, the leading <EOS> being the start token
+    the model reads first, exactly as sampling starts from <EOS>.
+    """
+    if vocab.mode == "stream":
+        return vocab.encode(text)
+    # Lines mode: vocab.encode already maps "\n" to <EOS>; add the start and a final end.
+    tail = 0 if text.endswith("\n") or not text else 1
+    ids = np.empty(1 + len(text) + tail, dtype=vocab.dtype)
+    ids[0] = vocab.eos_id
+    vocab.encode(text, out=ids[1 : 1 + len(text)])
+    if tail:
+        ids[-1] = vocab.eos_id
+    return ids
+
+
+def split_ids(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) views: val is the contiguous tail, train the first int(n * (1 - f)) ids."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise CharlmError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    n_train = int(len(ids) * (1.0 - val_fraction))  # nanoGPT's rule: 1,003,854 on tinyshakespeare
+    return ids[:n_train], ids[n_train:]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One (N, T) window: inputs, next-character targets and optional state resets."""
+
+    x: np.ndarray
+    y: np.ndarray
+    # True where the state must be zeroed BEFORE reading x[n, t]; None when nothing resets.
+    resets: np.ndarray | None
+
+
+def _check_sizes(ids: np.ndarray, batch_size: int, seq_len: int) -> np.ndarray:
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        raise CharlmError(f"ids must be a 1-D integer array, got {ids.ndim}-D {ids.dtype}")
+    for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise CharlmError(f"{name} must be a positive integer, got {value!r}")
+    return ids
+
+
+def _streams(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and targets as (n, L) matrices, L = (len(ids) - 1) // n; views when contiguous."""
+    length = (len(ids) - 1) // n
+    x = ids[: n * length].reshape(n, length)
+    y = ids[1 : n * length + 1].reshape(n, length)  # each row is x's row shifted by one
+    return x, y
+
+
+def _batch(x: np.ndarray, y: np.ndarray, reset_id: int | None) -> Batch:
+    # int64 copies of the small window: cheap, contiguous and fast for np.take downstream.
+    xb = x.astype(np.int64)
+    return Batch(xb, y.astype(np.int64), None if reset_id is None else xb == reset_id)
+
+
+class BatchStream:
+    """N parallel contiguous streams cut into windows of T (char-rnn / torch-rnn): row n of
+    batch k+1 continues row n of batch k, so the hidden state can be carried."""
+
+    def __init__(
+        self,
+        ids: np.ndarray,
+        batch_size: int,
+        seq_len: int,
+        reset_id: int | None = None,
+        position: int = 0,
+    ):
+        ids = _check_sizes(ids, batch_size, seq_len)
+        if not isinstance(position, (int, np.integer)) or isinstance(position, bool):
+            raise CharlmError(f"position must be an integer, got {position!r}")
+        if position < 0:
+            raise CharlmError(f"position must be >= 0, got {position}")
+        length = max(len(ids) - 1, 0) // batch_size
+        if length // seq_len < 1:
+            need = batch_size * seq_len + 1
+            raise CharlmError(
+                f"corpus too short for one batch: {batch_size} streams x {seq_len} steps need "
+                f"{batch_size}*{seq_len}+1 = {need} characters, have {len(ids)}; "
+                "lower train.batch_size or train.seq_len"
+            )
+        self.batch_size = int(batch_size)
+        self.seq_len = int(seq_len)
+        self.reset_id = reset_id
+        self.windows_per_epoch: int = length // seq_len
+        self._x, self._y = _streams(ids, batch_size)
+        self._position = int(position)
+
+    @property
+    def position(self) -> int:
+        """Batches served so far (save it to resume exactly)."""
+        return self._position
+
+    @property
+    def epoch(self) -> int:
+        """Completed passes over the windows."""
+        return self._position // self.windows_per_epoch
+
+    def starts_epoch(self) -> bool:
+        """True if the next batch is window 0 of an epoch (where carried state is zeroed)."""
+        return self._position % self.windows_per_epoch == 0
+
+    def next_batch(self) -> Batch:
+        """The batch at `position`; then advance (wrapping to window 0 after the last)."""
+        start = (self._position % self.windows_per_epoch) * self.seq_len
+        window = slice(start, start + self.seq_len)
+        self._position += 1
+        return _batch(self._x[:, window], self._y[:, window], self.reset_id)
+
+
+def eval_batches(
+    ids: np.ndarray, batch_size: int, seq_len: int, reset_id: int | None = None
+) -> Iterator[Batch]:
+    """Batches that cover every target of `ids` once (all but < n leftovers), in stream order,
+    for evaluation with carried state; the final window of each pass may be shorter."""
+    ids = _check_sizes(ids, batch_size, seq_len)
+    if len(ids) < 2:
+        raise CharlmError(
+            f"need at least 2 ids to evaluate (an input and a target), have {len(ids)}"
+        )
+    n = max(1, min(batch_size, (len(ids) - 1) // seq_len))
+    x, y = _streams(ids, n)
+    for start in range(0, x.shape[1], seq_len):
+        window = slice(start, start + seq_len)
+        yield _batch(x[:, window], y[:, window], reset_id)
+
+
+@dataclass
+class Corpus:
+    """A corpus encoded for training: vocabulary, train and validation ids."""
+
+    path: str
+    vocab: Vocab
+    train_ids: np.ndarray
+    val_ids: np.ndarray
+    unknown: list[str]  # distinct characters outside a given vocabulary (they became <UNK>)
+    unknown_count: int
+
+    @property
+    def reset_id(self) -> int | None:
+        """<EOS> in lines mode (the state restarts there), None in stream mode."""
+        return self.vocab.eos_id if self.vocab.mode == "lines" else None
+
+    def batches(self, batch_size: int, seq_len: int, position: int = 0) -> BatchStream:
+        """The training batch stream, starting after `position` batches."""
+        return BatchStream(self.train_ids, batch_size, seq_len, self.reset_id, position)
+
+
+def load_corpus(path: str | os.PathLike[str], config: Any, vocab: Vocab | None = None) -> Corpus:
+    """Read, encode and split a training corpus as `config.data` says.
+
+    The vocabulary is `vocab` if given (a checkpoint's), else `data.vocab`'s file, else built
+    from the corpus. Validation is `data.val_file` if set, else the `data.val_fraction` tail.
+    """
+    data = config.data
+    text = read_text(path)
+    given = vocab is not None or bool(data.vocab)
+    if vocab is None:
+        vocab = (Vocab.load(data.vocab) if data.vocab else
+                 Vocab.build(text, data.mode, data.min_count, data.max_size))  # fmt: skip
+    if vocab.mode != data.mode:
+        raise CharlmError(
+            f"the vocabulary is for {vocab.mode} mode but data.mode is {data.mode}; "
+            f"set --set data.mode={vocab.mode} or build a new vocabulary"
+        )
+    ids = encode_text(text, vocab)
+    unknown_count = int(np.count_nonzero(ids == vocab.unk_id)) if given else 0
+    unknown: list[str] = []
+    if unknown_count:
+        known = set(vocab.tokens) | {"\n"}
+        unknown = sorted(set(text) - known)
+        if unknown_count > 0.5 * len(text):
+            raise CharlmError(
+                f"the vocabulary does not match {path}: {unknown_count:,} of {len(text):,} "
+                "characters are outside it"
+            )
+    del text
+    if data.val_file:
+        train_ids, val_ids = ids, encode_text(read_text(data.val_file), vocab)
+    else:
+        train_ids, val_ids = split_ids(ids, data.val_fraction)
+    return Corpus(str(path), vocab, train_ids, val_ids, unknown, unknown_count)

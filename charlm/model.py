@@ -1,0 +1,184 @@
+"""The stacked character model (the notes' deep RNN): ids -> L recurrent layers -> softmax.
+
+    x<t> (id) -> [embedding] -> layer 1 -> [dropout] -> ... -> layer L -> [dropout]
+              -> y^<t> = softmax(W_y a<t> + b_y),   loss = mean_t -log y^<t>[y<t>]
+
+The model holds the architecture only; parameters live in a plain dict passed to every call
+(keys `embed`, `l{i}.Wx`, `l{i}.Wh`, `l{i}.b` [, `l{i}.bhn`], `Wy`, `by`), so checkpoints,
+optimizers and gradient checks all work on the same flat mapping. Batches come in as (N, T)
+ids; inside, sequences are (T, H, N) as in `charlm.ops`.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any, Protocol
+
+import numpy as np
+
+from charlm.backend import xp_of
+from charlm.cells import Cell, make_cell
+from charlm.ops import (
+    from_time_columns,
+    gather_columns,
+    one_hot_rows,
+    softmax_cross_entropy,
+    time_columns,
+)
+
+Array = Any
+State = list[tuple[Array, ...]]  # per layer: (h,) or (h, c), each (H, N)
+
+
+class ModelSpec(Protocol):
+    """The `model` section of the config (charlm.config.ModelConfig)."""
+
+    cell: str
+    hidden_size: int
+    num_layers: int
+    dropout: float
+    embedding_size: int
+    gru_reset_after: bool
+    rnn_activation: str
+
+
+class CharModel:
+    """Stacked RNN/GRU/LSTM character language model over a vocabulary of V tokens."""
+
+    def __init__(self, spec: ModelSpec, vocab_size: int) -> None:
+        self.spec = spec
+        self.V = vocab_size
+        self.H = spec.hidden_size
+        self.cells: list[Cell] = [
+            make_cell(spec.cell, spec.hidden_size, spec.rnn_activation, spec.gru_reset_after)
+            for _ in range(spec.num_layers)
+        ]
+
+    def init_params(self, rng: np.random.Generator, dtype: Any = np.float32) -> dict[str, Array]:
+        """Fresh parameters (NumPy arrays; move them with `backend.to_device`)."""
+        params: dict[str, Array] = {}
+        E = self.spec.embedding_size
+        if E:
+            params["embed"] = (rng.standard_normal((E, self.V)) * 0.1).astype(dtype)
+        D, one_hot = (E, False) if E else (self.V, True)
+        for i, cell in enumerate(self.cells):
+            for key, value in cell.init_params(D, rng, dtype, one_hot).items():
+                params[f"l{i}.{key}"] = value
+            D, one_hot = self.H, False
+        params["Wy"] = (rng.standard_normal((self.V, self.H)) / np.sqrt(self.H)).astype(dtype)
+        params["by"] = np.zeros(self.V, dtype=dtype)
+        return params
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Expected shape of every parameter, in `init_params` order (to validate checkpoints)."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        E, H = self.spec.embedding_size, self.H
+        if E:
+            shapes["embed"] = (E, self.V)
+        D = E or self.V
+        for i, cell in enumerate(self.cells):
+            G = cell.num_gates * H
+            shapes.update({f"l{i}.Wx": (G, D), f"l{i}.Wh": (G, H), f"l{i}.b": (G,)})
+            if getattr(cell, "reset_after", False):
+                shapes[f"l{i}.bhn"] = (H,)
+            D = H
+        shapes.update({"Wy": (self.V, H), "by": (self.V,)})
+        return shapes
+
+    def initial_state(self, N: int, dtype: Any = np.float32, xp: ModuleType = np) -> State:
+        """The zero state for N parallel sequences."""
+        H = self.H
+        return [tuple(xp.zeros((H, N), dtype=dtype) for _ in c.state_names) for c in self.cells]
+
+    def _layer_params(self, params: dict[str, Array], i: int) -> dict[str, Array]:
+        prefix = f"l{i}."
+        return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+
+    def forward(
+        self,
+        params: dict[str, Array],
+        x: Array,
+        state: State,
+        resets: Array | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[Array, State, dict[str, Any]]:
+        """Logits (V, T, N) for ids x (N, T). Dropout is applied only when `rng` is given.
+
+        resets (N, T) bool: zero the state before those steps (sequence starts).
+        """
+        xp = xp_of(params["Wy"])
+        ids = xp.ascontiguousarray(x.T)  # (T, N): time-major like every sequence inside
+        T, N = ids.shape
+        rs = None if resets is None else xp.ascontiguousarray(resets.T)
+        inp: Array = ids
+        if "embed" in params:
+            inp = gather_columns(params["embed"], ids)  # (T, E, N)
+        p_drop = self.spec.dropout if rng is not None else 0.0
+        caches, masks, new_state = [], [], []
+        for i, cell in enumerate(self.cells):
+            out, st, cache = cell.forward(self._layer_params(params, i), inp, state[i], rs)
+            caches.append(cache)
+            new_state.append(st)
+            if p_drop > 0:
+                mask = (rng.random(out.shape) >= p_drop).astype(out.dtype) / (1.0 - p_drop)
+                mask = xp.asarray(mask)
+                out = out * mask  # inverted dropout: expected activation unchanged
+                masks.append(mask)
+            inp = out
+        top = time_columns(inp)  # (H, T*N): the output layer is one GEMM over the window
+        logits = params["Wy"] @ top
+        logits += params["by"][:, None]
+        cache = {"ids": ids, "caches": caches, "masks": masks, "top": top, "params": params}
+        return logits.reshape(self.V, T, N), new_state, cache
+
+    def backward(self, dlogits: Array, cache: dict[str, Any]) -> tuple[State, dict[str, Array]]:
+        """From dLoss/dlogits (V, T, N) to (dLoss/d initial state, parameter gradients)."""
+        params = cache["params"]
+        _, T, N = dlogits.shape
+        d2 = dlogits.reshape(self.V, T * N)
+        grads: dict[str, Array] = {"Wy": d2 @ cache["top"].T, "by": d2.sum(axis=1)}
+        dout = from_time_columns(params["Wy"].T @ d2, T)  # (T, H, N)
+        dstate: State = [()] * len(self.cells)
+        for i in range(len(self.cells) - 1, -1, -1):
+            if cache["masks"]:
+                dout = dout * cache["masks"][i]
+            dout, dstate[i], g = self.cells[i].backward(dout, cache["caches"][i])
+            grads.update({f"l{i}.{k}": v for k, v in g.items()})
+        if "embed" in params:
+            onehot = one_hot_rows(cache["ids"], self.V, dout.dtype)
+            grads["embed"] = time_columns(dout) @ onehot
+        return dstate, {k: grads[k] for k in params}
+
+    def loss(
+        self,
+        params: dict[str, Array],
+        x: Array,
+        y: Array,
+        state: State,
+        resets: Array | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[float, dict[str, Array], State, State]:
+        """Mean cross-entropy (nats/char) of targets y (N, T) and its gradients.
+
+        Returns (loss, grads, final state, dLoss/d initial state).
+        """
+        logits, new_state, cache = self.forward(params, x, state, resets, rng)
+        _, T, N = logits.shape
+        targets = y.T.reshape(-1)
+        xp = xp_of(logits)
+        loss, dlogits, _ = softmax_cross_entropy(logits.reshape(self.V, T * N), xp.asarray(targets))
+        dstate, grads = self.backward(dlogits.reshape(self.V, T, N), cache)
+        return loss, grads, new_state, dstate
+
+    def step(self, params: dict[str, Array], ids: Array, state: State) -> tuple[Array, State]:
+        """One step for sampling: ids (N,) -> (logits (V, N), new state). No dropout, no cache."""
+        inp: Array = ids
+        if "embed" in params:
+            inp = xp_of(params["embed"]).take(params["embed"], ids, axis=1)  # (E, N)
+        new_state = []
+        for i, cell in enumerate(self.cells):
+            inp, st = cell.step(self._layer_params(params, i), inp, state[i])
+            new_state.append(st)
+        logits = params["Wy"] @ inp
+        logits += params["by"][:, None]
+        return logits, new_state

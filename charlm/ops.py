@@ -1,0 +1,147 @@
+"""Pure shared math: activations, the input projection, softmax cross-entropy.
+
+Sequences are stored time-major with each step feature-major, as in the course notes' `(n_a, m)`
+shapes: a hidden sequence is `(T, H, N)`, so each step's `(H, N)` block is contiguous for the
+elementwise gate work, and whole-window weight gradients are single GEMMs over `(H, T*N)`.
+Every function takes its array module from its arguments (`xp_of`), never imports one for math.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from charlm.backend import xp_of
+
+Array = Any  # a numpy.ndarray or cupy.ndarray
+
+
+def sigmoid(x: Array, out: Array | None = None) -> Array:
+    """sigma(x) = 1 / (1 + e^-x), computed as 0.5 * tanh(0.5 x) + 0.5 (no overflow, one ufunc).
+
+    d sigma / dx = sigma (1 - sigma).
+    """
+    xp = xp_of(x)
+    out = xp.multiply(x, 0.5, out=out)
+    xp.tanh(out, out=out)
+    out *= 0.5
+    out += 0.5
+    return out
+
+
+def activate(kind: str, x: Array, out: Array | None = None) -> Array:
+    """tanh(x) or relu(x) = max(x, 0), written into `out`."""
+    xp = xp_of(x)
+    if kind == "tanh":
+        return xp.tanh(x, out=out)
+    return xp.maximum(x, 0, out=out)
+
+
+def activate_backward(kind: str, y: Array, dy: Array, out: Array | None = None) -> Array:
+    """d/dx from the activation's output y: tanh' = 1 - y^2, relu' = [y > 0]; times dy."""
+    xp = xp_of(y)
+    if kind == "tanh":
+        out = xp.multiply(y, y, out=out)
+        xp.subtract(1, out, out=out)
+        out *= dy
+        return out
+    return xp.multiply(dy, y > 0, out=out)
+
+
+def is_ids(x: Array) -> bool:
+    """Whether `x` holds token ids (integers) rather than input vectors."""
+    return x.dtype.kind in "iu"
+
+
+def gather_columns(table: Array, ids: Array) -> Array:
+    """table[:, ids] laid out time-major: (G, V) table, ids (T, N) -> (T, G, N), contiguous.
+
+    The same maths as table @ one_hot(ids); one gather per step keeps each (G, N) block whole.
+    """
+    xp = xp_of(table)
+    T, N = ids.shape
+    out = xp.empty((T, table.shape[0], N), dtype=table.dtype)
+    for t in range(T):
+        xp.take(table, ids[t], axis=1, out=out[t], mode="clip")
+    return out
+
+
+def time_columns(a: Array) -> Array:
+    """(T, K, N) -> (K, T*N) contiguous: every step's columns side by side, for one big GEMM."""
+    T, K, N = a.shape
+    return xp_of(a).ascontiguousarray(a.transpose(1, 0, 2)).reshape(K, T * N)
+
+
+def from_time_columns(a: Array, T: int) -> Array:
+    """Inverse of `time_columns`: (K, T*N) -> (T, K, N) contiguous."""
+    K = a.shape[0]
+    return xp_of(a).ascontiguousarray(a.reshape(K, T, -1).transpose(1, 0, 2))
+
+
+def project_inputs(Wx: Array, b: Array, x: Array) -> Array:
+    """The input term of every gate for all T steps before the recurrence: Wx x<t> + b.
+
+    Wx: (G, D) fused gate weights, b: (G,).
+    x: ids (T, N) -- then Wx one_hot(x) is a gather of Wx's columns -- or vectors (T, D, N).
+    Returns (T, G, N), contiguous: each step's gates are one block for the elementwise work.
+    """
+    if is_ids(x):
+        # Fold the bias into the (small) table so the big (T, G, N) array is written once.
+        return gather_columns(Wx + b[:, None], x)
+    out = xp_of(Wx).matmul(Wx, x)  # one GEMM per step, (G, D) @ (D, N)
+    out += b[:, None]
+    return out
+
+
+def one_hot_rows(ids: Array, V: int, dtype: Any) -> Array:
+    """(T*N, V) matrix whose row t*N+n is the one-hot vector of ids[t, n]."""
+    xp = xp_of(ids)
+    flat = ids.reshape(-1)
+    out = xp.zeros((flat.shape[0], V), dtype=dtype)
+    out[xp.arange(flat.shape[0]), flat] = 1
+    return out
+
+
+def project_inputs_backward(
+    dA: Array, x: Array, Wx: Array, dA2: Array | None = None
+) -> tuple[Array | None, Array, Array]:
+    """Backward of `project_inputs`: (dx, dWx, db) from dA = dLoss/d(Wx x + b), shape (T, G, N).
+
+    dWx = sum_t dA<t> x<t>^T and db = sum_t dA<t> 1: one GEMM and one reduction over the window.
+    For ids, x^T is a one-hot matrix (a GEMM is much faster than scattering with add.at), and
+    dx is None (ids have no gradient). dA2 = time_columns(dA) if the caller has it already.
+    """
+    dA2 = time_columns(dA) if dA2 is None else dA2
+    db = dA2.sum(axis=1)
+    if is_ids(x):
+        return None, dA2 @ one_hot_rows(x, Wx.shape[1], dA.dtype), db
+    dWx = dA2 @ time_columns(x).T
+    dx = xp_of(Wx).matmul(Wx.T, dA)  # (T, D, N)
+    return dx, dWx, db
+
+
+def softmax_cross_entropy(logits: Array, targets: Array) -> tuple[float, Array, Array]:
+    """Mean cross-entropy  L = -(1/M) sum_m log softmax(z_m)[y_m]  and its gradient.
+
+    logits: (V, M) -- one column per position; targets: (M,) ids.
+    Returns (loss in nats per position, dlogits (V, M) = (softmax(z) - one_hot(y)) / M,
+    per-position losses (M,)). `logits` is overwritten (it becomes dlogits) to save memory.
+    """
+    xp = xp_of(logits)
+    V, M = logits.shape
+    cols = xp.arange(M)
+    logits -= logits.max(axis=0)  # shift for stability; softmax is unchanged
+    picked = logits[targets, cols]  # z_y - max
+    xp.exp(logits, out=logits)
+    total = logits.sum(axis=0)
+    losses = xp.log(total) - picked  # -log p_y = log sum e^z - z_y
+    logits *= 1.0 / total  # probabilities
+    logits[targets, cols] -= 1.0
+    logits *= 1.0 / M
+    return float(losses.mean()), logits, losses
+
+
+def log_softmax(logits: Array) -> Array:
+    """log softmax over axis 0 of (V, M) logits (a new array)."""
+    xp = xp_of(logits)
+    shifted = logits - logits.max(axis=0)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=0))
