@@ -11,14 +11,20 @@ threads. Prints characters/second for both and the ratio ours/PyTorch.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from types import SimpleNamespace
 
-import numpy as np
+# PyTorch's OpenMP threads busy-wait after each op by default; on 2 cores that spinning steals
+# the CPU from whatever runs next (our BLAS threads in the interleaved rounds). Passive
+# waiting keeps the comparison about the two implementations, not about their thread pools.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from charlm.model import CharModel
-from charlm.optim import Optimizer, clip_gradients
+import numpy as np  # noqa: E402
+
+from charlm.model import CharModel  # noqa: E402
+from charlm.optim import Optimizer, clip_gradients  # noqa: E402
 
 V = 65
 CONFIGS = {  # name: (cell, H, layers, N, T, target ratio)

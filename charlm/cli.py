@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -342,3 +343,306 @@ def train(
         click.echo(
             f"{result.reason} at step {result.step}{best}; saved {result.last_checkpoint}", err=True
         )
+
+
+# --- sample, eval, plot --------------------------------------------------------------------------
+
+
+def _checkpoint_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--run DIR | --checkpoint PATH, falling back to the latest run under --runs-dir."""
+    command = click.option(
+        "--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
+        help="Where to find the latest run when neither --run nor --checkpoint is given.",
+    )(command)  # fmt: skip
+    command = click.option(
+        "--checkpoint", "checkpoint_path", type=click.Path(), default=None,
+        help="A checkpoint: its .json (or .npz) file.",
+    )(command)  # fmt: skip
+    return click.option(
+        "--run", "run_dir", type=click.Path(), default=None,
+        help="A run directory (its best checkpoint, else its last). Default: the latest run.",
+    )(command)  # fmt: skip
+
+
+def _latest_run(runs_dir: str) -> Path:
+    """The run under `runs_dir` whose best.json or last.json was written most recently."""
+    newest, found = -1.0, None
+    root = Path(runs_dir)
+    for run in sorted(root.iterdir()) if root.is_dir() else []:
+        for name in ("best.json", "last.json"):
+            try:
+                mtime = (run / name).stat().st_mtime
+            except OSError:  # not there, or `run` is a file
+                continue
+            if mtime > newest:
+                newest, found = mtime, run
+    if found is None:
+        where = runs_dir.rstrip("/") or runs_dir
+        raise CharlmError(f"no trained run under {where}/; train one first: charlm train CORPUS")
+    return found
+
+
+def _open_checkpoint(run_dir: str | None, checkpoint_path: str | None, runs_dir: str) -> Any:
+    """(checkpoint JSON path, loaded Checkpoint) from the --run / --checkpoint options."""
+    from charlm.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: PLC0415
+
+    if run_dir is not None and checkpoint_path is not None:
+        raise click.UsageError("give --run or --checkpoint, not both")
+    json_path = resolve_checkpoint(checkpoint_path or run_dir or _latest_run(runs_dir))
+    return json_path, load_checkpoint(json_path)
+
+
+@cli.command()
+@_checkpoint_options
+@click.option(
+    "--max-len",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Characters to generate per sample, the prime not counted [sample.max_len].",
+)
+@click.option(
+    "--num",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Number of samples, drawn in parallel [sample.num].",
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Softmax temperature; lower is more conservative [sample.temperature].",
+)
+@click.option(
+    "--top-k",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Draw only among the k most likely characters; 0 = off [sample.top_k].",
+)
+@click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              help="Nucleus: the most likely characters holding this much probability; "
+                   "1 = off [sample.top_p].")  # fmt: skip
+@click.option(
+    "--greedy/--no-greedy",
+    default=None,
+    help="Always take the most likely character (deterministic) [sample.greedy].",
+)
+@click.option("--prime", default=None, help="Text to start from (printed before the sample).")
+@click.option(
+    "--prime-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Read the prime from a file.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Random seed: the same seed gives the same text [sample.seed; none: random].",
+)
+@click.option(
+    "--no-unk/--allow-unk",
+    "no_unk",
+    default=None,
+    help="Never emit <UNK> (otherwise it appears as the text '<UNK>') [sample.no_unk].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array of the samples.")
+def sample(run_dir: str | None, checkpoint_path: str | None, runs_dir: str,
+           max_len: int | None, num: int | None, temperature: float | None, top_k: int | None,
+           top_p: float | None, greedy: bool | None, prime: str | None, prime_file: str | None,
+           seed: int | None, no_unk: bool | None, as_json: bool) -> None:  # fmt: skip
+    """Generate text from a trained model.
+
+    Settings come from the checkpoint's `sample` config section; options override them. A
+    single sample streams to the terminal as it is generated.
+    """
+    import numpy as np  # noqa: PLC0415 - keep `charlm --help` fast
+
+    from charlm.data import read_text  # noqa: PLC0415
+    from charlm.sample import generate, unknown_chars  # noqa: PLC0415
+
+    if prime is not None and prime_file is not None:
+        raise click.UsageError("give --prime or --prime-file, not both")
+    _, ckpt = _open_checkpoint(run_dir, checkpoint_path, runs_dir)
+    s, vocab = ckpt.config.sample, ckpt.vocab
+    if prime_file is not None:
+        prime = read_text(prime_file)  # an empty file is an error
+    prime = s.prime if prime is None else prime
+    unknown = unknown_chars(vocab, prime)
+    if unknown:
+        click.echo(f"Warning: prime characters not in the vocabulary are read as <UNK>: "
+                   f"{''.join(unknown)!r}", err=True)  # fmt: skip
+    num = s.num if num is None else num
+    seed = s.seed if seed is None else seed
+    stream = num == 1 and not as_json
+
+    def show(text: str) -> None:
+        click.echo(text, nl=False)  # click.echo flushes: the text appears as it is drawn
+
+    if stream:
+        show(prime)
+    samples = generate(
+        ckpt.model(),
+        ckpt.params,
+        vocab,
+        np.random.default_rng(seed),  # seed None: fresh entropy
+        num=num,
+        max_len=s.max_len if max_len is None else max_len,
+        temperature=s.temperature if temperature is None else temperature,
+        top_k=s.top_k if top_k is None else top_k,
+        top_p=s.top_p if top_p is None else top_p,
+        greedy=s.greedy if greedy is None else greedy,
+        no_unk=s.no_unk if no_unk is None else no_unk,
+        prime=prime,
+        on_text=show if stream else None,
+    )
+    if as_json:
+        click.echo(json.dumps([prime + text for text in samples], ensure_ascii=False))
+    elif stream:
+        click.echo()
+    else:
+        for i, text in enumerate(samples):
+            if i and vocab.mode == "stream":
+                click.echo()  # a blank line between samples that may span several lines
+            click.echo(prime + text)
+
+
+_LN2 = math.log(2.0)
+# Per-character loss bins for `eval --show`: bit edges and the colour of each bin.
+SHOW_EDGES = (1.0, 2.0, 4.0, 8.0)
+SHOW_COLOURS = ("green", "cyan", "yellow", "magenta", "red")
+
+
+@cli.command("eval")
+@click.argument("corpus", type=click.Path())
+@_checkpoint_options
+@click.option("--json", "as_json", is_flag=True, help="Print the numbers as one JSON object.")
+@click.option("--show", is_flag=True,
+              help="Print the text coloured by each character's loss (use a short text or "
+                   "--limit), and the most surprising characters.")  # fmt: skip
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Evaluate only the first N characters.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="1 reads the text in exact order. N > 1 is faster: the text is cut into N "
+                   "contiguous streams, each read in order (the state restarts at each cut, and "
+                   "fewer than N characters at the end are left out).")  # fmt: skip
+def eval_command(corpus: str, run_dir: str | None, checkpoint_path: str | None,
+                 runs_dir: str, as_json: bool, show: bool, limit: int | None,
+                 batch_size: int) -> None:  # fmt: skip
+    """Loss of a trained model on CORPUS, with unigram / bigram baselines.
+
+    Reports nats and bits per character, perplexity and the <UNK> rate, over the whole text
+    with the state carried. The baselines are add-one smoothed character n-gram models counted
+    on the run's training split (when its corpus file is still there), scored on the same
+    characters.
+    """
+    from charlm.data import read_text  # noqa: PLC0415 - keep `charlm --help` fast
+    from charlm.evaluate import evaluate_text, fit_baselines, training_ids  # noqa: PLC0415
+
+    if show and as_json:
+        raise click.UsageError("--show and --json cannot be combined")
+    if show and batch_size != 1:
+        raise click.UsageError("--show reads the text in order: leave --batch-size at 1")
+    json_path, ckpt = _open_checkpoint(run_dir, checkpoint_path, runs_dir)
+    text = read_text(corpus)
+    text = text if limit is None else text[:limit]
+    train_corpus = ckpt.meta.get("corpus") or ckpt.config.data.corpus
+    baselines, note = None, ""
+    if not isinstance(train_corpus, str) or not Path(train_corpus).is_file():
+        note = "baselines: training corpus not found"
+    else:
+        try:
+            train = training_ids(train_corpus, ckpt.config.data, ckpt.vocab)
+            baselines = fit_baselines(train, len(ckpt.vocab))
+        except CharlmError as exc:
+            note = f"baselines: skipped ({exc})"
+    result = evaluate_text(ckpt.model(), ckpt.params, ckpt.vocab, text, batch_size,
+                           baselines=baselines, keep_losses=show)  # fmt: skip
+    if as_json:
+        scores = None if result.baselines is None else {
+            name: {"loss": loss, "bpc": loss / _LN2} for name, loss in result.baselines.items()
+        }  # fmt: skip
+        click.echo(json.dumps({
+            "chars": result.chars, "loss": result.loss, "bpc": result.bpc,
+            "perplexity": result.perplexity, "unk_rate": result.unk_rate, "baselines": scores,
+        }))  # fmt: skip
+        return
+    if show:
+        _show_losses(text, result.losses, ckpt.vocab.mode == "lines")
+    ends = " (line ends included)" if ckpt.vocab.mode == "lines" else ""
+    click.echo(f"{json_path} (step {ckpt.step}) on {corpus}: {result.chars:,} characters "
+               f"predicted{ends}, <UNK> rate {result.unk_rate:.2%}")  # fmt: skip
+    click.echo(f"{'':8} {'nats/char':>10} {'bits/char':>10} {'perplexity':>11}")
+    rows = [("model", result.loss), *(result.baselines or {}).items()]
+    for name, loss in rows:
+        ppl = math.exp(min(loss, 700.0))
+        click.echo(f"{name:8} {loss:10.4f} {loss / _LN2:10.4f} {ppl:11.4g}")
+    if note:
+        click.echo(note)
+
+
+def _show_losses(text: str, losses: Any, lines: bool) -> None:
+    """`text` coloured by per-character loss, a legend, and the most surprising characters."""
+    import numpy as np  # noqa: PLC0415
+
+    from charlm.evaluate import loss_bins, most_surprising  # noqa: PLC0415
+
+    # losses[i] scores ids[i + 1]: in lines mode ids[0] is the start <EOS>, so character j is
+    # losses[j]; in stream mode the first character is not predicted and j is losses[j - 1].
+    bits = np.full(len(text), np.nan)
+    offset = 0 if lines else 1
+    scored = np.asarray(losses)[: len(text) - offset] / _LN2
+    bits[offset : offset + len(scored)] = scored
+    bins = loss_bins(np.nan_to_num(bits, nan=0.0), SHOW_EDGES)
+    out, start = [], 0
+    for j in range(1, len(text) + 1):  # one styled run per stretch of equal colour
+        if j == len(text) or bins[j] != bins[start] or text[j] == "\n" or text[j - 1] == "\n":
+            piece = text[start:j]
+            out.append(piece if piece == "\n" or np.isnan(bits[start])
+                       else click.style(piece, fg=SHOW_COLOURS[bins[start]]))  # fmt: skip
+            start = j
+    click.echo("".join(out), nl=not text.endswith("\n"))
+    edges = ["0", *(f"{e:g}" for e in SHOW_EDGES), "inf"]
+    legend = "  ".join(
+        click.style(f"{edges[i]}-{edges[i + 1]}", fg=colour)
+        for i, colour in enumerate(SHOW_COLOURS)
+    )
+    click.echo(f"bits per character: {legend}")
+    top = [j for j in most_surprising(np.nan_to_num(bits, nan=-1.0), 10) if not np.isnan(bits[j])]
+    click.echo("most surprising characters:")
+    click.echo(f"  {'position':>8}  {'char':6}  {'bits':>6}  after")
+    for j in top:
+        context = text[max(0, j - 20) : j]
+        click.echo(f"  {j:8d}  {text[j]!r:6}  {bits[j]:6.2f}  {context!r}")
+
+
+@cli.command()
+@click.argument("run", type=click.Path())
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PNG file to write [default: RUN/loss.png].",
+)
+def plot(run: str, output: str | None) -> None:
+    """Training and validation loss curves of RUN (from its metrics.jsonl).
+
+    Writes a PNG with matplotlib (pip install 'charlm[plot]'); without it, prints a text chart.
+    """
+    from charlm.plot import read_metrics, save_png, text_chart  # noqa: PLC0415
+
+    path = Path(run)
+    curves = read_metrics(path if path.is_file() else path / "metrics.jsonl")
+    try:
+        import matplotlib  # noqa: F401, PLC0415 - optional extra charlm[plot]
+    except ImportError:
+        click.echo(text_chart(curves))
+        click.echo("install matplotlib for a PNG: pip install 'charlm[plot]'")
+        return
+    target = Path(output) if output else (path.parent if path.is_file() else path) / "loss.png"
+    save_png(curves, target, title=str(path))
+    click.echo(f"saved {target}")

@@ -1,19 +1,29 @@
-"""Loss of a model over a whole id sequence, in order, with the hidden state carried."""
+"""Loss of a model over a whole id sequence, in order, with the hidden state carried; plus the
+corpus-level evaluation of `charlm eval` (unknown-character rate, n-gram baselines)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from charlm.backend import to_numpy, xp_of
-from charlm.data import eval_batches
+from charlm.data import encode_text, eval_batches, read_text, split_ids
 from charlm.model import CharModel
 from charlm.ops import softmax_cross_entropy
+from charlm.vocab import Vocab
 
 LN2 = math.log(2.0)
+
+
+class DataSpec(Protocol):
+    """The `data` section of the config (charlm.config.DataConfig)."""
+
+    val_fraction: float
+    val_file: str
 
 
 @dataclass(frozen=True)
@@ -68,3 +78,111 @@ def evaluate_ids(
     if keep_losses and kept:
         per_pos = np.concatenate(kept, axis=0).T.reshape(-1)  # stream by stream, in order
     return EvalResult(total / max(count, 1), count, per_pos)
+
+
+# --- whole-corpus evaluation for `charlm eval` -------------------------------------------------
+
+
+def training_ids(corpus: str, data: DataSpec, vocab: Vocab) -> np.ndarray:
+    """The training split of a run's corpus, exactly as training cut it (`data.load_corpus`).
+
+    `corpus` is read and encoded (`encode_text`); with `data.val_file` set all of it was
+    training data, otherwise the head left by `split_ids(ids, data.val_fraction)`. A missing
+    or unreadable file is a CharlmError.
+    """
+    ids = encode_text(read_text(corpus), vocab)
+    return ids if data.val_file else split_ids(ids, data.val_fraction)[0]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Add-one (Laplace) smoothed n-gram character model: log-probabilities of next ids."""
+
+    name: str
+    logp: np.ndarray  # (V,) for a unigram, (V, V) indexed [previous, next] for a bigram
+
+    def losses(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """-log P(y | x) in nats at each position (x is ignored by the unigram)."""
+        return -(self.logp[y] if self.logp.ndim == 1 else self.logp[x, y])
+
+
+def fit_baselines(train: np.ndarray, V: int) -> list[Baseline]:
+    """Unigram and bigram models of the next id, counted on `train`, add-one smoothed over V."""
+    prev = train[:-1].astype(np.int64)
+    nxt = train[1:].astype(np.int64)
+    uni = np.bincount(nxt, minlength=V).astype(np.float64)
+    unigram = np.log(uni + 1.0) - np.log(uni.sum() + V)
+    if V * V <= 1 << 24:
+        pairs = np.bincount(prev * V + nxt, minlength=V * V).reshape(V, V).astype(np.float64)
+    else:  # a huge vocabulary: count only the pairs that occur
+        codes, counts = np.unique(prev * V + nxt, return_counts=True)
+        pairs = np.zeros((V, V), dtype=np.float64)
+        pairs.flat[codes] = counts
+    bigram = np.log(pairs + 1.0) - np.log(pairs.sum(axis=1, keepdims=True) + V)
+    return [Baseline("unigram", unigram), Baseline("bigram", bigram)]
+
+
+@dataclass(frozen=True)
+class CorpusEval:
+    """The numbers `charlm eval` reports for one corpus."""
+
+    loss: float  # nats per predicted character
+    chars: int  # predicted characters (positions scored)
+    unk_rate: float  # fraction of the corpus' characters outside the vocabulary
+    baselines: dict[str, float] | None  # name -> loss in nats, on the same positions
+    losses: np.ndarray | None  # per-position losses in corpus order (batch size 1 only)
+
+    @property
+    def bpc(self) -> float:
+        return self.loss / LN2
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(min(self.loss, 700.0))
+
+
+def evaluate_text(
+    model: CharModel,
+    params: dict[str, Any],
+    vocab: Vocab,
+    text: str,
+    batch_size: int = 1,
+    seq_len: int = 256,
+    baselines: list[Baseline] | None = None,
+    keep_losses: bool = False,
+) -> CorpusEval:
+    """Loss of `model` on `text`, in order with the state carried (see `evaluate_ids`).
+
+    The ids are `encode_text(text)`: in lines mode every character and every line end is
+    predicted (from the leading <EOS>), in stream mode all but the first character. With
+    batch_size > 1 the text is cut into that many in-order streams (faster; a few ids at the
+    end are dropped). Baselines are scored on exactly the same positions.
+    """
+    ids = encode_text(text, vocab)
+    reset = vocab.eos_id if vocab.mode == "lines" else None
+    result = evaluate_ids(model, params, ids, batch_size, seq_len, reset, keep_losses)
+    scores = None
+    if baselines is not None:
+        totals = dict.fromkeys((b.name for b in baselines), 0.0)
+        for batch in eval_batches(ids, batch_size, seq_len, reset):
+            for b in baselines:
+                totals[b.name] += float(b.losses(batch.x, batch.y).sum())
+        scores = {name: total / max(result.chars, 1) for name, total in totals.items()}
+    return CorpusEval(
+        loss=result.loss,
+        chars=result.chars,
+        unk_rate=1.0 - vocab.coverage(text),
+        baselines=scores,
+        losses=result.losses,
+    )
+
+
+def loss_bins(bits: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+    """Bin index 0..len(edges) of each per-character loss in bits (edges ascending)."""
+    return np.searchsorted(np.asarray(edges, dtype=np.float64), bits, side="right")
+
+
+def most_surprising(bits: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k largest losses, largest first (ties: earlier position first)."""
+    order = np.argsort(-bits, kind="stable")
+    return order[: max(k, 0)]

@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from charlm.backend import to_device, to_numpy, xp_of
 
 Array = Any
@@ -117,7 +119,11 @@ class Optimizer:
 
     def state_arrays(self) -> dict[str, Any]:
         """NumPy copies of the moments, keyed 'm/<param>' etc. (for checkpoints)."""
-        return {f"{n}/{k}": to_numpy(a) for n, d in self.moments.items() for k, a in d.items()}
+        return {
+            f"{n}/{k}": np.array(to_numpy(a), copy=True)
+            for n, d in self.moments.items()
+            for k, a in d.items()
+        }
 
     def load_state_arrays(self, arrays: dict[str, Any], t: int) -> None:
         """Restore moments saved by `state_arrays` (shapes must match) and the update count."""

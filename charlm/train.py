@@ -190,6 +190,10 @@ class Trainer:
         xp = array_module(t.device)
         stream = self.corpus.batches(t.batch_size, t.seq_len, self.data_position)
         total = self.total_steps(stream.windows_per_epoch)
+        if t.lr_schedule == "cosine" and total is None:
+            raise CharlmError(
+                "train.lr_schedule cosine needs a length: set train.max_steps or train.max_epochs"
+            )
         state = self.hidden or self.model.initial_state(t.batch_size, self.params["Wy"].dtype, xp)
         dropout_rng = self.rng if cfg.model.dropout > 0 else None
         for note in self.notes:

@@ -1,0 +1,66 @@
+"""Quality against wall time: validation loss of configs/shakespeare-lstm.yaml on tinyshakespeare.
+
+Trains the shipped config (90/10 split) and prints the validation loss at each evaluation
+with the wall time spent so far (training and evaluation both count), then the best loss
+reached within 3 and within 15 minutes against the targets (<= 1.88 and <= 1.55 nats/char).
+
+    python benchmarks/quality.py [--config configs/shakespeare-lstm.yaml] [--set k=v ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from typing import Any
+
+from charlm.config import load_config
+from charlm.train import Trainer
+
+TARGETS = ((180.0, 1.88), (900.0, 1.55))  # (seconds, val loss in nats/char)
+
+
+class Collect:
+    """A trainer reporter that prints each evaluation and keeps the curve."""
+
+    def __init__(self) -> None:
+        self.curve: list[tuple[float, int, float]] = []
+
+    def start(self, step: int, total: int | None) -> None:
+        print(f"{'wall s':>8} {'step':>6} {'train':>7} {'val':>7} {'val bpc':>8}", flush=True)
+
+    def update(self, record: dict[str, Any]) -> None:
+        if "val_loss" in record:
+            self.curve.append((record["elapsed_s"], record["step"], record["val_loss"]))
+            print(f"{record['elapsed_s']:8.1f} {record['step']:6d} "
+                  f"{record.get('train_loss', float('nan')):7.4f} {record['val_loss']:7.4f} "
+                  f"{record['val_bpc']:8.4f}", flush=True)  # fmt: skip
+
+    def message(self, text: str) -> None:
+        print(text, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/shakespeare-lstm.yaml")
+    parser.add_argument("--corpus", default="data/tinyshakespeare.txt")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    cfg = load_config(args.config, args.overrides)
+    reporter = Collect()
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer.create(args.corpus, cfg, run_dir)
+        result = trainer.run(reporter)
+    print(f"stopped: {result.reason} at step {result.step}")
+    for seconds, target in TARGETS:
+        losses = [loss for wall, _, loss in reporter.curve if wall <= seconds]
+        best = min(losses) if losses else float("nan")
+        verdict = "PASS" if best <= target else "FAIL"
+        minutes = f"{seconds / 60:.0f} min"
+        print(f"best val loss within {minutes}: {best:.4f} (target <= {target}) {verdict}")
+
+
+if __name__ == "__main__":
+    main()

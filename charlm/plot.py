@@ -1,0 +1,132 @@
+"""Loss curves of a run from its `metrics.jsonl`: a PNG (matplotlib) or a text chart.
+
+Each line of metrics.jsonl is a JSON object with a "step"; log lines carry "train_loss",
+evaluation lines also "val_loss" (and "val_bpc"). Points whose loss is not finite (a diverged
+run) are left out of the curves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from charlm.errors import CharlmError
+
+Points = list[tuple[float, float]]  # (step, loss)
+
+
+@dataclass(frozen=True)
+class Curves:
+    """Training and validation loss against the step, in file order."""
+
+    train: Points
+    val: Points
+
+
+def read_metrics(path: str | os.PathLike[str]) -> Curves:
+    """The loss curves in `path`; a CharlmError if it is missing, empty or not JSON lines."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CharlmError(f"{path}: metrics file not found") from None
+    except IsADirectoryError:
+        raise CharlmError(f"{path}: is a directory, not a metrics file") from None
+    except UnicodeDecodeError:
+        raise CharlmError(f"{path}: not a text file (invalid UTF-8)") from None
+    except OSError as exc:
+        raise CharlmError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not text.strip():
+        raise CharlmError(f"{path}: empty metrics file (nothing logged yet?)")
+    train: Points = []
+    val: Points = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise CharlmError(f"{path}: line {number} is not valid JSON") from None
+        step = record.get("step") if isinstance(record, dict) else None
+        if not _is_number(step):
+            raise CharlmError(f"{path}: line {number} has no numeric 'step'")
+        for key, points in (("train_loss", train), ("val_loss", val)):
+            value = record.get(key)
+            if value is None:
+                continue
+            if not _is_number(value):
+                raise CharlmError(f"{path}: line {number}: '{key}' is not a number")
+            if math.isfinite(value):
+                points.append((float(step), float(value)))
+    if not train and not val:
+        raise CharlmError(f"{path}: no loss values to plot (is the run empty?)")
+    return Curves(train, val)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def text_chart(curves: Curves, width: int = 60, height: int = 15) -> str:
+    """A width x height character chart: train as '.', val as 'o' (drawn on top), with the loss
+    range on the left, the step range below and a legend."""
+    width, height = max(width, 10), max(height, 3)
+    points = curves.train + curves.val
+    steps = [s for s, _ in points]
+    losses = [v for _, v in points]
+    s_lo, s_hi = min(steps), max(steps)
+    v_lo, v_hi = min(losses), max(losses)
+    grid = [[" "] * width for _ in range(height)]
+
+    def put(series: Points, mark: str) -> None:
+        for step, value in series:
+            col = round((step - s_lo) / (s_hi - s_lo) * (width - 1)) if s_hi > s_lo else 0
+            row = round((v_hi - value) / (v_hi - v_lo) * (height - 1)) if v_hi > v_lo else 0
+            grid[row][col] = mark
+
+    put(curves.train, ".")
+    put(curves.val, "o")
+    top, bottom = f"{v_hi:.4g}", f"{v_lo:.4g}"
+    pad = max(len(top), len(bottom))
+    lines = []
+    for r, row in enumerate(grid):
+        label = top if r == 0 else bottom if r == height - 1 else ""
+        lines.append(f"{label:>{pad}} |{''.join(row)}".rstrip())
+    lines.append(" " * pad + " +" + "-" * width)
+    first, last = f"step {s_lo:g}", f"{s_hi:g}"
+    lines.append(" " * (pad + 2) + first + last.rjust(width - len(first)))
+    legend = f"loss (nats/char): . train ({len(curves.train)} points)"
+    legend += f"  o val ({len(curves.val)} points)"
+    lines.append(legend)
+    return "\n".join(lines)
+
+
+def save_png(curves: Curves, path: str | os.PathLike[str], title: str = "") -> None:
+    """Write the curves as a PNG with matplotlib (ImportError if it is not installed)."""
+    import matplotlib  # noqa: PLC0415 - optional extra charlm[plot]
+
+    matplotlib.use("Agg")  # files only: never needs a display
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    try:
+        if curves.train:
+            ax.plot(*zip(*curves.train, strict=True), label="train", linewidth=1)
+        if curves.val:
+            ax.plot(*zip(*curves.val, strict=True), "o-", label="validation", markersize=3)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (nats/char)")
+        if title:
+            ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        try:
+            fig.savefig(path, dpi=120)
+        except OSError as exc:
+            raise CharlmError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)

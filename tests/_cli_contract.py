@@ -1,0 +1,99 @@
+"""Shared checks for the reliability tests: the CLI's error contract and run-directory hygiene.
+
+The contract: a command either succeeds (exit 0) or ends in exactly one non-empty stderr line
+`Error: ...` with exit status 1 (2 for usage errors) -- never a traceback, never a
+half-written file (the atomic writers' `.NAME.XXXX.tmp` files must not survive).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "data"
+CONFIGS = REPO / "configs"
+
+# A model and schedule small enough that `train` takes well under a second in-process.
+TINY = (
+    "--set",
+    "model.hidden_size=8",
+    "--set",
+    "train.max_steps=2",
+    "--set",
+    "train.batch_size=2",
+    "--set",
+    "train.seq_len=4",
+    "--set",
+    "train.eval_every=1",
+    "--quiet",
+)
+
+
+def stderr_lines(text: str) -> list[str]:
+    """The non-empty lines of a captured stderr."""
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def assert_one_line_error(stderr: str, exit_code: int, output: str = "") -> str:
+    """Exit status 1 or 2 and exactly one non-empty stderr line `Error: ...`; returns it."""
+    assert exit_code in (1, 2), f"exit status {exit_code}, stderr: {stderr!r}"
+    assert "Traceback" not in stderr + output, stderr + output
+    lines = stderr_lines(stderr)
+    if exit_code == 2:  # Click's usage errors print the usage line first, then one Error: line
+        lines = [line for line in lines if not line.startswith(("Usage:", "Try "))]
+    assert len(lines) == 1, f"expected one stderr line, got {lines!r}"
+    assert lines[0].startswith("Error: "), lines[0]
+    return lines[0]
+
+
+def assert_cli_outcome(result: Any) -> bool:
+    """A CliRunner result either succeeded or is a clean one-line error; True on success.
+
+    Anything else -- an exception other than SystemExit escaping the command, a traceback in
+    the output, a multi-line error -- fails the test.
+    """
+    exc = result.exception
+    if exc is not None and not isinstance(exc, SystemExit):
+        import traceback  # noqa: PLC0415
+
+        detail = "".join(traceback.format_exception(*result.exc_info))
+        raise AssertionError(f"uncaught {type(exc).__name__} (a traceback for the user):\n{detail}")
+    assert "Traceback" not in result.output
+    if result.exit_code == 0:
+        return True
+    assert_one_line_error(result.stderr, result.exit_code, result.output)
+    return False
+
+
+def temp_files(root: str | os.PathLike[str]) -> list[Path]:
+    """Leftover temp files under `root`: the atomic writers' `.*.tmp` (and any `*.tmp`)."""
+    return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.name.endswith(".tmp"))
+
+
+def charlm_cmd(*args: str | os.PathLike[str]) -> list[str]:
+    """`python -m charlm ARGS` with this interpreter."""
+    return [sys.executable, "-m", "charlm", *map(str, args)]
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for charlm subprocesses: unbuffered, 1 BLAS thread (2-core CI)."""
+    env = dict(os.environ)
+    env.update(
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    return env
+
+
+def vm_hwm_bytes(status_text: str) -> int:
+    """VmHWM (peak resident set size) from the text of /proc/<pid>/status, in bytes."""
+    match = re.search(r"^VmHWM:\s+(\d+)\s+kB", status_text, re.MULTILINE)
+    assert match, "no VmHWM in /proc/self/status"
+    return int(match.group(1)) * 1024
