@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from charlm.backend import xp_of
+from charlm.backend import take_columns, xp_of
 
 Array = Any  # a numpy.ndarray or cupy.ndarray
 
@@ -61,7 +61,7 @@ def gather_columns(table: Array, ids: Array) -> Array:
     T, N = ids.shape
     out = xp.empty((T, table.shape[0], N), dtype=table.dtype)
     for t in range(T):
-        xp.take(table, ids[t], axis=1, out=out[t], mode="clip")
+        take_columns(table, ids[t], out[t])
     return out
 
 

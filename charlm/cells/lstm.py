@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from charlm.backend import xp_of
-from charlm.cells import common
+from charlm.cells import common, fused
 from charlm.ops import project_inputs, project_inputs_backward, sigmoid, time_columns
 
 Array = Any
@@ -48,25 +48,66 @@ class LSTM:
             "b": b,
         }
 
-    def _gates(self, a: Array, hprev: Array, Wh: Array, tmp: Array) -> None:
-        """In place: a (4H, N) holds Wx x<t> + b in, the gate activations out."""
+    def _advance(self, a: Array, wh: Array, cprev: Array, c: Array, tc: Array, h: Array) -> None:
+        """One step from a = Wx x<t> + b and wh = Wh a<t-1>, both (4H, N).
+
+        Leaves the gate activations in a and writes c<t>, tanh(c<t>), a<t>; wh is scratch.
+        """
+        if fused.lstm_forward(a, wh, cprev, c, tc, h):  # one GPU kernel under CuPy
+            return
         xp = xp_of(a)
         H = self.H
-        xp.matmul(Wh, hprev, out=tmp)
-        a += tmp
-        sigmoid(a[: 3 * H], out=a[: 3 * H])
-        xp.tanh(a[3 * H :], out=a[3 * H :])
+        a += wh
+        sigmoid(a[: 3 * H], out=a[: 3 * H])  # u, f, o
+        xp.tanh(a[3 * H :], out=a[3 * H :])  # c~
+        u, f, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
+        xp.multiply(f, cprev, out=c)  # c = f * c_prev + u * c~
+        xp.multiply(u, g, out=wh[:H])
+        c += wh[:H]
+        xp.tanh(c, out=tc)
+        xp.multiply(o, tc, out=h)  # a = o * tanh(c)
 
-    def _cell(self, a: Array, cprev: Array, c: Array, tc: Array, h: Array, tmp: Array) -> None:
-        """c = f * c_prev + u * c~ ; h = o * tanh(c), from gate activations a (4H, N)."""
+    def _retreat(
+        self,
+        a: Array,
+        tc: Array,
+        cprev: Array,
+        dout: Array,
+        dh: Array,
+        dc: Array,
+        da: Array,
+        scratch: Array,
+    ) -> None:
+        """Gate gradients of one step into da (4H, N); dc becomes dLoss/dc<t-1>.
+
+        dh, dc arrive from step t+1, dout from the layer above; scratch is (4H, N).
+        """
+        if fused.lstm_backward(a, tc, cprev, dout, dh, dc, da):  # one GPU kernel under CuPy
+            return
         xp = xp_of(a)
         H = self.H
         u, f, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
-        xp.multiply(f, cprev, out=c)
-        xp.multiply(u, g, out=tmp)
-        c += tmp
-        xp.tanh(c, out=tc)
-        xp.multiply(o, tc, out=h)
+        t1, s3 = scratch[:H], scratch[H:]
+        dh += dout
+        # dc += dh * o * (1 - tanh(c)^2): a<t> = o tanh(c<t>)
+        xp.multiply(tc, tc, out=t1)
+        xp.subtract(1, t1, out=t1)
+        t1 *= o
+        t1 *= dh
+        dc += t1
+        # raw gate gradients, then times sigma' = s (1 - s) for the three sigmoids at once
+        xp.multiply(dc, g, out=da[:H])  # d u = dc * c~
+        xp.multiply(dc, cprev, out=da[H : 2 * H])  # d f = dc * c<t-1>
+        xp.multiply(dh, tc, out=da[2 * H : 3 * H])  # d o = da * tanh(c)
+        xp.subtract(1, a[: 3 * H], out=s3)
+        s3 *= a[: 3 * H]
+        da[: 3 * H] *= s3
+        # d c~ = dc * u, times tanh' = 1 - c~^2
+        xp.multiply(g, g, out=t1)
+        xp.subtract(1, t1, out=t1)
+        t1 *= u
+        xp.multiply(dc, t1, out=da[3 * H :])
+        dc *= f  # dc_prev = dc * f
 
     def forward(
         self, params: dict[str, Array], x: Array, state: tuple[Array, Array], resets: Array | None
@@ -87,8 +128,8 @@ class LSTM:
         for t in range(T):
             hprev = common.effective_prev(hs, t, keep, hp)
             cprev = common.effective_prev(cs, t, keep, cp)
-            self._gates(A[t], hprev, Wh, tmp)
-            self._cell(A[t], cprev, cs[t + 1], tcs[t], hs[t + 1], tmp[:H])
+            xp.matmul(Wh, hprev, out=tmp)
+            self._advance(A[t], tmp, cprev, cs[t + 1], tcs[t], hs[t + 1])
         cache = {
             "x": x,
             "params": params,
@@ -115,36 +156,12 @@ class LSTM:
         dA = xp.empty_like(A)
         dh = xp.zeros((H, N), dtype=Wh.dtype)
         dc = xp.zeros((H, N), dtype=Wh.dtype)
-        t1 = xp.empty((H, N), dtype=Wh.dtype)
-        s3 = xp.empty((3 * H, N), dtype=Wh.dtype)
+        scratch = xp.empty((4 * H, N), dtype=Wh.dtype)
         WhT = Wh.T
         for t in range(T - 1, -1, -1):
-            a, da = A[t], dA[t]
-            u, f, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
-            tc = tcs[t]
             cprev = cache["cs"][t] if keep is None else cache["cp"][t]
-            dh += dout[t]
-            # dc += dh * o * (1 - tanh(c)^2): a<t> = o tanh(c<t>)
-            xp.multiply(tc, tc, out=t1)
-            xp.subtract(1, t1, out=t1)
-            t1 *= o
-            t1 *= dh
-            dc += t1
-            # raw gate gradients, then times sigma' = s (1 - s) for the three sigmoids at once
-            xp.multiply(dc, g, out=da[:H])  # d u = dc * c~
-            xp.multiply(dc, cprev, out=da[H : 2 * H])  # d f = dc * c<t-1>
-            xp.multiply(dh, tc, out=da[2 * H : 3 * H])  # d o = da * tanh(c)
-            xp.subtract(1, a[: 3 * H], out=s3)
-            s3 *= a[: 3 * H]
-            da[: 3 * H] *= s3
-            # d c~ = dc * u, times tanh' = 1 - c~^2
-            xp.multiply(g, g, out=t1)
-            xp.subtract(1, t1, out=t1)
-            t1 *= u
-            xp.multiply(dc, t1, out=da[3 * H :])
-            # to step t-1: dc_prev = dc * f ; da_prev = Wh^T dA
-            dc *= f
-            xp.matmul(WhT, da, out=dh)
+            self._retreat(A[t], tcs[t], cprev, dout[t], dh, dc, dA[t], scratch)
+            xp.matmul(WhT, dA[t], out=dh)  # da<t-1> = Wh^T dA
             if keep is not None:
                 dh *= keep[t]
                 dc *= keep[t]
@@ -163,10 +180,9 @@ class LSTM:
         a = project_inputs(params["Wx"], params["b"], x[None])
         a = a[0]
         N = a.shape[1]
-        tmp = xp.empty((4 * H, N), dtype=Wh.dtype)
+        wh = xp.matmul(Wh, state[0])
         c = xp.empty((H, N), dtype=Wh.dtype)
         tc = xp.empty((H, N), dtype=Wh.dtype)
         h = xp.empty((H, N), dtype=Wh.dtype)
-        self._gates(a, state[0], Wh, tmp)
-        self._cell(a, state[1], c, tc, h, tmp[:H])
+        self._advance(a, wh, state[1], c, tc, h)
         return h, (h, c)

@@ -1,0 +1,121 @@
+"""GPU training speed: our step on CuPy against PyTorch's cuDNN nn.LSTM, side by side.
+
+LSTM H512 L2 T100 at N64 and N256, vocabulary 65; forward + backward, norm clipping, Adam,
+carried state. Interleaved rounds, medians, ratio ours/cuDNN (target >= 0.5 at N256).
+Needs an NVIDIA GPU, CuPy (charlm[gpu]) and a CUDA build of PyTorch; says so and exits 0
+where they are missing.
+
+    python benchmarks/gpu_speed.py [--rounds 5] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy as np
+
+from charlm.backend import array_module, to_device
+from charlm.errors import CharlmError
+from charlm.model import CharModel
+from charlm.optim import Optimizer, clip_gradients
+
+V, H, L, T = 65, 512, 2, 100
+
+
+def ours(N: int, data: list[np.ndarray], cp: object):
+    spec = SimpleNamespace(
+        cell="lstm",
+        hidden_size=H,
+        num_layers=L,
+        dropout=0.0,
+        embedding_size=0,
+        gru_reset_after=False,
+        rnn_activation="tanh",
+    )
+    model = CharModel(spec, V)
+    params = {k: to_device(v, cp) for k, v in model.init_params(np.random.default_rng(0)).items()}
+    opt = Optimizer("adam", params)
+    batches = [cp.asarray(w) for w in data]
+    state = model.initial_state(N, np.float32, cp)
+
+    def run() -> float:
+        nonlocal state
+        cp.cuda.Device().synchronize()
+        start = time.perf_counter()
+        for w in batches:
+            _, grads, state, _ = model.loss(params, w[:, :-1], w[:, 1:], state)
+            clip_gradients(grads, 5.0, "norm")
+            opt.step(params, grads, 2e-3)
+        cp.cuda.Device().synchronize()
+        return len(batches) * N * T / (time.perf_counter() - start)
+
+    return run
+
+
+def cudnn(N: int, data: list[np.ndarray], torch: object):
+    dev = torch.device("cuda")
+    rnn = torch.nn.LSTM(V, H, L, batch_first=True).to(dev)
+    head = torch.nn.Linear(H, V).to(dev)
+    params = list(rnn.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=2e-3)
+    batches = [torch.from_numpy(w).to(dev) for w in data]
+    state = (torch.zeros(L, N, H, device=dev), torch.zeros(L, N, H, device=dev))
+
+    def run() -> float:
+        nonlocal state
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for w in batches:
+            x = torch.nn.functional.one_hot(w[:, :-1], V).float()
+            out, st = rnn(x, state)
+            loss = torch.nn.functional.cross_entropy(head(out).reshape(-1, V), w[:, 1:].reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            state = tuple(s.detach() for s in st)
+        torch.cuda.synchronize()
+        return len(batches) * N * T / (time.perf_counter() - start)
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+    try:
+        cp = array_module("cuda")
+    except CharlmError as exc:
+        print(f"skipped: {exc}")
+        return
+    try:
+        import torch  # noqa: PLC0415
+    except ImportError:
+        torch = None
+    if torch is None or not torch.cuda.is_available():
+        print("PyTorch with CUDA is not available: timing ours only", file=sys.stderr)
+    print(f"{'config':22} {'ours chars/s':>13} {'cuDNN chars/s':>14} {'ratio':>6}")
+    for N in (64, 256):
+        data = [np.random.default_rng(i).integers(0, V, (N, T + 1)) for i in range(args.steps)]
+        runners = {"ours": ours(N, data, cp)}
+        if torch is not None and torch.cuda.is_available():
+            runners["cudnn"] = cudnn(N, data, torch)
+        for run in runners.values():
+            run()  # warm-up: kernel compilation, cuDNN plans
+        speeds: dict[str, list[float]] = {k: [] for k in runners}
+        for _ in range(args.rounds):
+            for key, run in runners.items():
+                speeds[key].append(run())
+        o = statistics.median(speeds["ours"])
+        c = statistics.median(speeds["cudnn"]) if "cudnn" in speeds else float("nan")
+        print(f"{f'lstm-h512-l2-n{N}-t100':22} {o:13,.0f} {c:14,.0f} {o / c:6.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""The CuPy backend. CPU parts always run; GPU parts are skipped where no GPU and CuPy are."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charlm import backend
+from charlm.cells import fused
+from charlm.cli import cli
+from charlm.errors import CharlmError
+from charlm.model import CharModel
+
+ROOT = Path(__file__).resolve().parent.parent
+HAS_CUPY = importlib.util.find_spec("cupy") is not None
+
+
+def gpu_available() -> bool:
+    if not HAS_CUPY:
+        return False
+    try:
+        backend.array_module("cuda")
+    except CharlmError:
+        return False
+    return True
+
+
+needs_gpu = pytest.mark.skipif(not gpu_available(), reason="needs CuPy and an NVIDIA GPU")
+
+
+def spec(cell: str, **kw: object) -> SimpleNamespace:
+    base = dict(
+        cell=cell,
+        hidden_size=16,
+        num_layers=2,
+        dropout=0.0,
+        embedding_size=0,
+        gru_reset_after=True,
+        rnn_activation="tanh",
+    )
+    return SimpleNamespace(**{**base, **kw})
+
+
+# ---------------------------------------------------------------- CPU: always run
+def test_numpy_is_the_cpu_module_and_owns_numpy_arrays() -> None:
+    assert backend.array_module("cpu") is np
+    assert backend.xp_of(np.zeros(3)) is np
+    arr = np.arange(4.0)
+    assert backend.to_numpy(arr) is arr
+    assert backend.to_device(arr, np) is arr
+
+
+def test_unknown_device_is_refused() -> None:
+    with pytest.raises(CharlmError, match="unknown device 'tpu'"):
+        backend.array_module("tpu")
+
+
+@pytest.mark.skipif(HAS_CUPY, reason="CuPy is installed here")
+def test_cuda_without_cupy_is_one_clear_line(tmp_path: Path) -> None:
+    with pytest.raises(CharlmError, match=r"needs CuPy: pip install 'charlm\[gpu\]'"):
+        backend.array_module("cuda")
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            str(ROOT / "data" / "dinosaurs.txt"),
+            "--quiet",
+            "--run-dir",
+            str(tmp_path / "r"),
+            "--set",
+            "train.device=cuda",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "Error: device 'cuda' needs CuPy" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_fused_kernels_decline_numpy_arrays() -> None:
+    a = np.zeros((8, 2))
+    h = np.zeros((2, 2))
+    assert fused.lstm_forward(a, a.copy(), h, h, h, h) is False
+    assert fused.lstm_backward(a, h, h, h, h, h, a) is False
+
+
+def test_take_columns_matches_fancy_indexing() -> None:
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((5, 7))
+    ids = rng.integers(0, 7, size=11)
+    out = np.empty((5, 11))
+    backend.take_columns(table, ids, out)
+    np.testing.assert_array_equal(out, table[:, ids])
+
+
+# ---------------------------------------------------------------- GPU: on the GPU machine
+@needs_gpu
+@pytest.mark.gpu
+def test_fused_lstm_kernels_match_the_numpy_expressions() -> None:
+    import cupy as cp
+
+    from charlm.cells.lstm import LSTM
+
+    rng = np.random.default_rng(1)
+    H, N = 32, 8
+    cell = LSTM(H)
+    a, wh, cprev = (rng.standard_normal(s) for s in ((4 * H, N), (4 * H, N), (H, N)))
+    outs_np = [np.empty((H, N)) for _ in range(3)]
+    a_np, wh_np = a.copy(), wh.copy()
+    cell._advance(a_np, wh_np, cprev, *outs_np)  # NumPy reference
+    a_cp = cp.asarray(a)
+    outs_cp = [cp.empty((H, N)) for _ in range(3)]
+    assert fused.lstm_forward(a_cp, cp.asarray(wh), cp.asarray(cprev), *outs_cp)
+    np.testing.assert_allclose(cp.asnumpy(a_cp), a_np, rtol=1e-12, atol=1e-12)
+    for got, want in zip(outs_cp, outs_np, strict=True):
+        np.testing.assert_allclose(cp.asnumpy(got), want, rtol=1e-12, atol=1e-12)
+    tc, dout, dh, dc = (rng.standard_normal((H, N)) for _ in range(4))
+    da_np, dh_np, dc_np = np.empty((4 * H, N)), dh.copy(), dc.copy()
+    cell._retreat(a_np, tc, cprev, dout, dh_np, dc_np, da_np, np.empty((4 * H, N)))
+    da_cp, dc_cp = cp.empty((4 * H, N)), cp.asarray(dc)
+    assert fused.lstm_backward(
+        cp.asarray(a_np),
+        cp.asarray(tc),
+        cp.asarray(cprev),
+        cp.asarray(dout),
+        cp.asarray(dh),
+        dc_cp,
+        da_cp,
+    )
+    np.testing.assert_allclose(cp.asnumpy(da_cp), da_np, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(cp.asnumpy(dc_cp), dc_np, rtol=1e-10, atol=1e-12)
+
+
+@needs_gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_gpu_loss_and_gradients_match_cpu(cell: str) -> None:
+    import cupy as cp
+
+    model = CharModel(spec(cell), 20)
+    params = model.init_params(np.random.default_rng(0), np.float32)
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, 20, (4, 12)), rng.integers(0, 20, (4, 12))
+    resets = rng.random((4, 12)) < 0.2
+    loss, grads, _, _ = model.loss(params, x, y, model.initial_state(4), resets)
+    gp = {k: cp.asarray(v) for k, v in params.items()}
+    gloss, ggrads, _, _ = model.loss(
+        gp, cp.asarray(x), cp.asarray(y), model.initial_state(4, np.float32, cp), cp.asarray(resets)
+    )
+    assert abs(gloss - loss) < 1e-5
+    for k in grads:
+        np.testing.assert_allclose(cp.asnumpy(ggrads[k]), grads[k], rtol=1e-3, atol=1e-5)
+
+
+@needs_gpu
+@pytest.mark.gpu
+def test_gpu_training_run_samples_and_resumes_on_cpu(tmp_path: Path) -> None:
+    run = str(tmp_path / "run")
+    corpus = str(ROOT / "data" / "dinosaurs.txt")
+    sets = [
+        "--set",
+        "train.device=cuda",
+        "--set",
+        "train.max_steps=20",
+        "--set",
+        "model.hidden_size=32",
+        "--set",
+        "train.eval_every=10",
+        "--set",
+        "data.mode=lines",
+    ]
+    runner = CliRunner()
+    trained = runner.invoke(cli, ["train", corpus, "--run-dir", run, "--quiet", *sets])
+    assert trained.exit_code == 0, trained.output
+    sampled = runner.invoke(cli, ["sample", "--run", run, "--num", "3", "--seed", "1"])
+    assert sampled.exit_code == 0, sampled.output
+    resumed = runner.invoke(
+        cli,
+        [
+            "train",
+            corpus,
+            "--run-dir",
+            run,
+            "--resume",
+            "--quiet",
+            "--set",
+            "train.device=cpu",
+            "--set",
+            "train.max_steps=25",
+        ],
+    )
+    assert resumed.exit_code == 0, resumed.output
