@@ -1,12 +1,13 @@
 """Sampling speed: `charlm.sample.generate` against PyTorch's step-by-step loop, side by side.
 
 One process, interleaved rounds, medians. The model is an LSTM, H=256, 2 layers, V=65 (random
-weights: speed does not depend on training). PyTorch (2 threads, torch.no_grad) runs, per
-generated character: one-hot -> nn.LSTM on one step -> nn.Linear -> softmax ->
+weights: speed does not depend on training). PyTorch (--threads, default 2, torch.no_grad)
+runs, per generated character: one-hot -> nn.LSTM on one step -> nn.Linear -> softmax ->
 torch.multinomial, the drawn ids fed back. Both produce `num` samples of `max_len` characters
 (stream mode: nothing ends early). Prints characters/second and the ratio ours / PyTorch.
+NumPy's BLAS gets the same thread count when threadpoolctl is installed.
 
-    python benchmarks/sample_speed.py [--rounds 5] [--max-len 500] [--only num64]
+    python benchmarks/sample_speed.py [--rounds 5] [--max-len 500] [--only num64] [--threads 2]
 """
 
 from __future__ import annotations
@@ -57,10 +58,10 @@ def ours(num: int, max_len: int) -> Callable[[], float]:
     return run
 
 
-def torch_equivalent(num: int, max_len: int) -> Callable[[], float]:
+def torch_equivalent(num: int, max_len: int, threads: int) -> Callable[[], float]:
     import torch  # noqa: PLC0415 - benchmark-only dependency
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     rnn = torch.nn.LSTM(V, H, L)
     head = torch.nn.Linear(H, V)
@@ -85,15 +86,27 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
     parser.add_argument("--max-len", type=int, default=0, help="characters per sample (0: case's)")
     parser.add_argument("--only", action="append", help="run only these cases")
+    parser.add_argument("--threads", type=int, default=2, help="PyTorch (and BLAS) threads")
     args = parser.parse_args()
-    print(f"LSTM H={H} L={L} V={V}; PyTorch with 2 threads")
+    blas = "BLAS threads: library default"
+    try:
+        from threadpoolctl import threadpool_limits  # noqa: PLC0415 - optional
+
+        threadpool_limits(limits=args.threads, user_api="blas")
+        blas = f"BLAS threads: {args.threads}"
+    except ImportError:
+        pass
+    print(f"LSTM H={H} L={L} V={V}; PyTorch threads: {args.threads}; {blas}")
     print(f"{'case':8} {'ours chars/s':>13} {'torch chars/s':>14} {'ratio':>7} target")
     failed = 0
     for name, (num, max_len, target) in CASES.items():
         if args.only and name not in args.only:
             continue
         max_len = args.max_len or max_len
-        runners = {"ours": ours(num, max_len), "torch": torch_equivalent(num, max_len)}
+        runners = {
+            "ours": ours(num, max_len),
+            "torch": torch_equivalent(num, max_len, args.threads),
+        }
         for run in runners.values():
             run()  # warm-up: allocations, thread pools
         speeds: dict[str, list[float]] = {"ours": [], "torch": []}

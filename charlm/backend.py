@@ -72,4 +72,3 @@ def take_columns(table: Any, ids: Any, out: Any) -> Any:
     if isinstance(table, np.ndarray):
         return np.take(table, ids, axis=1, out=out, mode="clip")
     return xp_of(table).take(table, ids, axis=1, out=out)
-

@@ -6,9 +6,11 @@ Library code raises `CharlmError` for anything a user can fix; here it becomes o
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +32,10 @@ class CharlmGroup(click.Group):
             return super().invoke(ctx)
         except CharlmError as exc:
             raise click.ClickException(str(exc)) from None
+        except BrokenPipeError:  # `charlm ... | head` stopped reading: nothing left to say
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except OSError as exc:  # a file the library did not anticipate (disk full, EACCES ...)
             where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
             raise click.ClickException(f"{where}{exc.strerror or exc}") from None

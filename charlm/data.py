@@ -197,13 +197,12 @@ class Corpus:
         return BatchStream(self.train_ids, batch_size, seq_len, self.reset_id, position)
 
 
-def load_corpus(path: str | os.PathLike[str], config: Any, vocab: Vocab | None = None) -> Corpus:
-    """Read, encode and split a training corpus as `config.data` says.
+def load_corpus(path: str | os.PathLike[str], data: Any, vocab: Vocab | None = None) -> Corpus:
+    """Read, encode and split a training corpus as `data` (the config's data section) says.
 
     The vocabulary is `vocab` if given (a checkpoint's), else `data.vocab`'s file, else built
     from the corpus. Validation is `data.val_file` if set, else the `data.val_fraction` tail.
     """
-    data = config.data
     text = read_text(path)
     given = vocab is not None or bool(data.vocab)
     if vocab is None:
@@ -226,8 +225,13 @@ def load_corpus(path: str | os.PathLike[str], config: Any, vocab: Vocab | None =
                 "characters are outside it"
             )
     del text
-    if data.val_file:
-        train_ids, val_ids = ids, encode_text(read_text(data.val_file), vocab)
-    else:
-        train_ids, val_ids = split_ids(ids, data.val_fraction)
+    train_ids, val_ids = split_corpus(ids, data, vocab)
     return Corpus(str(path), vocab, train_ids, val_ids, unknown, unknown_count)
+
+
+def split_corpus(ids: np.ndarray, data: Any, vocab: Vocab) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) ids as training cuts them: with `data.val_file` all of `ids` trains
+    and that file validates; otherwise the `data.val_fraction` tail validates."""
+    if data.val_file:
+        return ids, encode_text(read_text(data.val_file), vocab)
+    return split_ids(ids, data.val_fraction)

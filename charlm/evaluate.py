@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from charlm.backend import to_numpy, xp_of
-from charlm.data import encode_text, eval_batches, read_text, split_ids
+from charlm.data import encode_text, eval_batches, read_text, split_corpus
 from charlm.model import CharModel
 from charlm.ops import softmax_cross_entropy
 from charlm.vocab import Vocab
@@ -90,8 +90,7 @@ def training_ids(corpus: str, data: DataSpec, vocab: Vocab) -> np.ndarray:
     training data, otherwise the head left by `split_ids(ids, data.val_fraction)`. A missing
     or unreadable file is a CharlmError.
     """
-    ids = encode_text(read_text(corpus), vocab)
-    return ids if data.val_file else split_ids(ids, data.val_fraction)[0]
+    return split_corpus(encode_text(read_text(corpus), vocab), data, vocab)[0]
 
 
 @dataclass(frozen=True)

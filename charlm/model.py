@@ -11,6 +11,7 @@ ids; inside, sequences are (T, H, N) as in `charlm.ops`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -170,15 +171,25 @@ class CharModel:
         dstate, grads = self.backward(dlogits.reshape(self.V, T, N), cache)
         return loss, grads, new_state, dstate
 
+    def stepper(self, params: dict[str, Array]) -> Callable[[Array, State], tuple[Array, State]]:
+        """`step` for a fixed set of parameters, for sampling loops: the per-layer parameter
+        dicts are split out once, not on every character."""
+        layers = [self._layer_params(params, i) for i in range(len(self.cells))]
+        embed, Wy, by = params.get("embed"), params["Wy"], params["by"][:, None]
+        xp = xp_of(Wy)
+
+        def step(ids: Array, state: State) -> tuple[Array, State]:
+            inp = ids if embed is None else xp.take(embed, ids, axis=1)  # (E, N)
+            new_state = []
+            for cell, layer, st in zip(self.cells, layers, state, strict=True):
+                inp, st = cell.step(layer, inp, st)
+                new_state.append(st)
+            logits = Wy @ inp
+            logits += by
+            return logits, new_state
+
+        return step
+
     def step(self, params: dict[str, Array], ids: Array, state: State) -> tuple[Array, State]:
         """One step for sampling: ids (N,) -> (logits (V, N), new state). No dropout, no cache."""
-        inp: Array = ids
-        if "embed" in params:
-            inp = xp_of(params["embed"]).take(params["embed"], ids, axis=1)  # (E, N)
-        new_state = []
-        for i, cell in enumerate(self.cells):
-            inp, st = cell.step(self._layer_params(params, i), inp, state[i])
-            new_state.append(st)
-        logits = params["Wy"] @ inp
-        logits += params["by"][:, None]
-        return logits, new_state
+        return self.stepper(params)(ids, state)

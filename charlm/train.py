@@ -136,7 +136,7 @@ class Trainer:
                 old.unlink(missing_ok=True)
         source = load_checkpoint(init_from) if init_from else None
         vocab = (ckpt or source).vocab if (ckpt or source) else None
-        corpus = load_corpus(corpus_path, config, vocab)
+        corpus = load_corpus(corpus_path, config.data, vocab)
         xp = array_module(config.train.device)
         dtype = np.dtype(config.train.dtype)
         model = CharModel(config.model, len(corpus.vocab))

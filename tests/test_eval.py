@@ -168,7 +168,7 @@ def test_training_ids_match_the_trainers_split(tmp_path: Path):
     val.write_text("six\n", encoding="utf-8")
     for data in ({"val_fraction": 0.3}, {"val_fraction": 0.0}, {"val_file": str(val)}):
         ckpt = make_ckpt(corpus.read_text("utf-8"), "lines", str(corpus), **data)
-        expected = load_corpus(corpus, ckpt.config, ckpt.vocab).train_ids
+        expected = load_corpus(corpus, ckpt.config.data, ckpt.vocab).train_ids
         got = training_ids(str(corpus), ckpt.config.data, ckpt.vocab)
         np.testing.assert_array_equal(got, expected)
     assert len(got) > len(

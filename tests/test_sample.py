@@ -23,7 +23,6 @@ from charlm.errors import CharlmError
 from charlm.model import CharModel
 from charlm.optim import Optimizer
 from charlm.sample import (
-    _Stepper,
     banned_ids,
     draw,
     filter_probs,
@@ -359,7 +358,7 @@ def test_start_input_and_unknown_chars():
 def test_stepper_equals_model_step(spec: dict):
     ckpt = make_ckpt(**spec)
     model, params = ckpt.model(), ckpt.params
-    step = _Stepper(model, params)
+    step = model.stepper(params)
     ids = np.array([3, 1, 4, 1, 5])
     s1 = s2 = model.initial_state(5)
     for _ in range(3):
