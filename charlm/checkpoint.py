@@ -113,17 +113,21 @@ def _referenced(run: Path, npz_name: str) -> bool:
 
 
 def _remove_orphans(run: Path, name: str) -> None:
-    """Delete `name-*.npz` files no JSON points at (superseded, or left by a crash)."""
+    """Delete `name-*.npz` files no JSON points at (superseded, or left by a crash), and the
+    temp files of writes a crash cut short."""
+    leftovers = [*run.glob(f".{name}-*.npz.*.tmp"), *run.glob(f".{name}.json.*.tmp")]
     for npz in run.glob(f"{name}-*.npz"):
         if not _referenced(run, npz.name):
-            with contextlib.suppress(OSError):
-                npz.unlink()
+            leftovers.append(npz)
+    for path in leftovers:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
-def _require(meta: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+def _require(meta: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
     value = meta.get(key)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise CheckpointError(f"{where}: field '{key}' is missing or has the wrong type")
+        raise CheckpointError(f"field '{key}' is missing or has the wrong type")
     return value
 
 
@@ -168,12 +172,14 @@ def load_checkpoint(path: str | os.PathLike[str], verify: bool = True) -> Checkp
         raise CheckpointError(
             f"{where}: checkpoint format version {version!r} is not supported (expected {VERSION})"
         )
-    step = _require(meta, "step", int, where)
-    arrays_name = _require(meta, "arrays", str, where)
-    digest = _require(meta, "sha256", str, where)
     try:
-        config = config_from_dict(_require(meta, "config", dict, where))
-        vocab = Vocab.from_dict(_require(meta, "vocab", dict, where))
+        step = _require(meta, "step", int)
+        if step < 0:
+            raise CheckpointError(f"field 'step' must be >= 0, got {step}")
+        arrays_name = _require(meta, "arrays", str)
+        digest = _require(meta, "sha256", str)
+        config = config_from_dict(_require(meta, "config", dict))
+        vocab = Vocab.from_dict(_require(meta, "vocab", dict))
     except CharlmError as exc:
         raise CheckpointError(f"{where}: {exc}") from None
     npz_path = json_path.parent / Path(arrays_name).name  # never follow a path out of the run

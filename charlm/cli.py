@@ -45,23 +45,28 @@ class CharlmGroup(click.Group):
             ) from None
 
 
-def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Add --config FILE and repeatable --set section.key=value; pass the resolved `cfg`."""
-
-    @click.option(
-        "--config",
-        "config_path",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="YAML config file (defaults: configs/default.yaml's values).",
-    )
-    @click.option(
+def raw_config_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --config FILE and repeatable --set section.key=value, passed as they are."""
+    command = click.option(
         "--set",
         "overrides",
         multiple=True,
         metavar="SECTION.KEY=VALUE",
         help="Override one config value; repeatable, e.g. --set train.lr=0.01.",
-    )
+    )(command)
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="YAML config file (defaults: configs/default.yaml's values).",
+    )(command)
+
+
+def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --config FILE and repeatable --set section.key=value; pass the resolved `cfg`."""
+
+    @raw_config_options
     @functools.wraps(command)
     def wrapper(config_path: str | None, overrides: tuple[str, ...], **kwargs: Any) -> Any:
         return command(cfg=load_config(config_path, overrides), **kwargs)
@@ -242,20 +247,7 @@ class ProgressReporter:
 
 @cli.command()
 @click.argument("corpus", required=False, type=click.Path())
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="YAML config file (defaults: configs/default.yaml's values).",
-)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="SECTION.KEY=VALUE",
-    help="Override one config value; repeatable, e.g. --set train.lr=0.01.",
-)
+@raw_config_options
 @click.option(
     "--run-dir",
     type=click.Path(file_okay=False),

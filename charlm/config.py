@@ -157,7 +157,6 @@ class TrainConfig(_Section):
     seed: int = _key(1337, "random seed for initialisation, batching and dropout", ge=0)
     dtype: str = _key("float32", "floating-point precision", choices=("float32", "float64"))
     device: str = _key("cpu", "cpu (NumPy) or cuda (CuPy)", choices=("cpu", "cuda"))
-    threads: int = _key(0, "BLAS threads; 0 = leave the BLAS default", ge=0)
 
 
 @dataclass(frozen=True)

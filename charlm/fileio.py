@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -18,8 +18,11 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | Callable[[BinaryIO]
     propagates for the caller to word.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The name is chosen before the file exists, so an interrupt at any moment (a second
+    # Ctrl-C) still knows what to clean up.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         with os.fdopen(fd, "wb") as fh:
             if isinstance(data, bytes):
                 fh.write(data)
@@ -27,7 +30,6 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | Callable[[BinaryIO]
                 data(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; these are ordinary output files
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -122,18 +122,16 @@ class Trainer:
         """A new run in `run_dir`, or (resume) the run saved there, continued exactly."""
         run = Path(run_dir)
         ckpt = None
+        holds_run = run.is_dir() and any((run / f).exists() for f in RUN_FILES)
         if resume:
             if not (run / "last.json").is_file():
                 raise CharlmError(f"nothing to resume: {run / 'last.json'} does not exist")
             ckpt = load_checkpoint(run / "last.json")
-        elif run.exists() and any((run / f).exists() for f in RUN_FILES):
-            if not overwrite:
-                raise CharlmError(
-                    f"run directory {run} already holds a run; continue it with --resume, "
-                    "or choose another --run-dir"
-                )
-            for old in [*(run / f for f in RUN_FILES), *run.glob("*.npz")]:
-                old.unlink(missing_ok=True)
+        elif holds_run and not overwrite:
+            raise CharlmError(
+                f"run directory {run} already holds a run; continue it with --resume, "
+                "or choose another --run-dir (or --overwrite)"
+            )
         source = load_checkpoint(init_from) if init_from else None
         vocab = (ckpt or source).vocab if (ckpt or source) else None
         corpus = load_corpus(corpus_path, config.data, vocab)
@@ -148,8 +146,13 @@ class Trainer:
         params = {k: to_device(np.asarray(v, dtype=dtype), xp) for k, v in params_np.items()}
         t = config.train
         optimizer = Optimizer(t.optimizer, params, t.beta1, t.beta2, t.eps, t.weight_decay)
-        run.mkdir(parents=True, exist_ok=True)
         trainer = cls(config, run, corpus, model, params, optimizer, rng)
+        # Everything that can refuse the run is checked before the run directory is touched.
+        trainer.total_steps(corpus.batches(t.batch_size, t.seq_len).windows_per_epoch)
+        run.mkdir(parents=True, exist_ok=True)
+        if holds_run and ckpt is None:  # --overwrite
+            for old in [*(run / f for f in RUN_FILES), *run.glob("*.npz")]:
+                old.unlink(missing_ok=True)
         if ckpt is not None:
             trainer._restore(ckpt, xp, dtype)
         else:
@@ -168,13 +171,16 @@ class Trainer:
         """Continue from `ckpt` exactly: moments, step, RNG, data position, hidden state."""
         meta = ckpt.meta
         try:
-            self.optimizer.load_state_arrays(ckpt.optimizer, int(meta["optimizer_t"]))
+            self.optimizer.load_state_arrays(ckpt.optimizer, _count(meta, "optimizer_t"))
             self.rng.bit_generator.state = meta["rng"]
             self.step = ckpt.step
-            self.data_position = int(meta["data_position"])
+            self.data_position = _count(meta, "data_position")
             self.elapsed = float(meta["elapsed_s"])
-            self.best_val_loss = meta.get("best_val_loss")
-            self.evals_since_best = int(meta.get("evals_since_best", 0))
+            best = meta.get("best_val_loss")
+            if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float))):
+                raise ValueError(f"best_val_loss must be a number or null, got {best!r}")
+            self.best_val_loss = best
+            self.evals_since_best = _count(meta, "evals_since_best", 0)
             self.hidden = [
                 tuple(to_device(ckpt.hidden[f"l{i}/{n}"].astype(dtype), xp) for n in c.state_names)
                 for i, c in enumerate(self.model.cells)
@@ -190,10 +196,6 @@ class Trainer:
         xp = array_module(t.device)
         stream = self.corpus.batches(t.batch_size, t.seq_len, self.data_position)
         total = self.total_steps(stream.windows_per_epoch)
-        if t.lr_schedule == "cosine" and total is None:
-            raise CharlmError(
-                "train.lr_schedule cosine needs a length: set train.max_steps or train.max_epochs"
-            )
         state = self.hidden or self.model.initial_state(t.batch_size, self.params["Wy"].dtype, xp)
         dropout_rng = self.rng if cfg.model.dropout > 0 else None
         for note in self.notes:
@@ -215,10 +217,16 @@ class Trainer:
                 state = self.model.initial_state(t.batch_size, self.params["Wy"].dtype, xp)
             batch = stream.next_batch()
             resets = None if batch.resets is None else xp.asarray(batch.resets)
-            loss, grads, state, _ = self.model.loss(
-                self.params, xp.asarray(batch.x), xp.asarray(batch.y), state, resets, dropout_rng
-            )
-            norm = clip_gradients(grads, t.clip, t.clip_kind)
+            with np.errstate(all="ignore"):  # overflow is caught just below, with a message
+                loss, grads, state, _ = self.model.loss(
+                    self.params,
+                    xp.asarray(batch.x),
+                    xp.asarray(batch.y),
+                    state,
+                    resets,
+                    dropout_rng,
+                )
+                norm = clip_gradients(grads, t.clip, t.clip_kind)
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 raise DivergenceError(self._divergence_message(loss, norm))
             lr = learning_rate(
@@ -277,6 +285,10 @@ class Trainer:
         limits = [t.max_steps] if t.max_steps else []
         if t.max_epochs:
             limits.append(max(1, math.ceil(t.max_epochs * windows_per_epoch)))
+        if t.lr_schedule == "cosine" and not limits:
+            raise CharlmError(
+                "train.lr_schedule cosine needs a length: set train.max_steps or train.max_epochs"
+            )
         return min(limits) if limits else None
 
     def _over_time(self) -> bool:
@@ -372,6 +384,14 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+
+
+def _count(meta: dict[str, Any], key: str, default: int | None = None) -> int:
+    """A non-negative integer field of a checkpoint's metadata (ValueError otherwise)."""
+    value = meta.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{key} must be an integer >= 0, got {value!r}")
+    return value
 
 
 def _new_window() -> dict[str, Any]:

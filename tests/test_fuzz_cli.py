@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from _cli_contract import DATA, TINY, assert_cli_outcome, temp_files
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from charlm.checkpoint import load_checkpoint
@@ -53,6 +53,14 @@ def expected_text(raw: bytes) -> str | None:
     return None if not text or text.isspace() else text
 
 
+def is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def train_ids_length(text: str, mode: str) -> int:
     """Training-split length: stream ids are the characters; lines adds <EOS> start and end."""
     n = len(text) if mode == "stream" else 1 + len(text) + (not text.endswith("\n"))
@@ -62,24 +70,26 @@ def train_ids_length(text: str, mode: str) -> int:
 def check_vocab_build(raw: bytes, mode: str, workdir: Path) -> None:
     corpus, out = workdir / "corpus.txt", workdir / f"vocab-{mode}.json"
     corpus.write_bytes(raw)
-    result = CliRunner().invoke(cli, ["vocab", "build", str(corpus), "-o", str(out), "--mode", mode])
+    result = CliRunner().invoke(
+        cli, ["vocab", "build", str(corpus), "-o", str(out), "--mode", mode]
+    )
     ok = assert_cli_outcome(result)
     text = expected_text(raw)
     assert ok == (text is not None), (result.exit_code, result.stderr)
     assert not temp_files(workdir)
     if not ok:
         assert not out.exists(), "a failed vocab build left an output file"
-        if raw.removeprefix(b"\xef\xbb\xbf") and expected_text(raw + b"x") is None:
-            assert "invalid UTF-8" in result.stderr
+        valid = is_utf8(raw)
+        assert ("invalid UTF-8" if not valid else "is empty") in result.stderr, result.stderr
         return
     vocab = Vocab.load(out)
     assert vocab.mode == mode
     assert "\r" not in vocab.tokens, "CR survived: CRLF / lone CR must read as a newline"
     chars = set(text) - ({"\n"} if mode == "lines" else set())
     assert set(vocab.tokens) - {"<UNK>", "<EOS>"} == chars
-    assert sum(vocab.counts) - vocab.counts[vocab.eos_id] == sum(
-        1 for c in text if c in chars
-    ), "counts do not add up to the characters read"
+    assert sum(vocab.counts) - vocab.counts[vocab.eos_id] == sum(1 for c in text if c in chars), (
+        "counts do not add up to the characters read"
+    )
 
 
 def check_train(raw: bytes, mode: str, workdir: Path) -> Path | None:
@@ -105,7 +115,8 @@ def check_train(raw: bytes, mode: str, workdir: Path) -> Path | None:
     assert "\r" not in ckpt.vocab.tokens
     assert ckpt.vocab == Vocab.load(run / "vocab.json")
     lines = (run / "metrics.jsonl").read_text("utf-8").splitlines()
-    assert [json.loads(line)["step"] for line in lines] == [1, 2]
+    steps = [json.loads(line)["step"] for line in lines]
+    assert steps[-1] == 2 and steps == sorted(set(steps)) and set(steps) <= {1, 2}
     return run
 
 
@@ -169,7 +180,7 @@ NAMED = {
     "single-char": b"a",
     "single-char-newline": b"a\n",
     "ten-chars": b"abcdefghij",
-    "one-long-line": b"the quick brown fox " * 2500,  # 50,000 characters, no newline
+    "one-long-line": b"the quick brown fox " * 1000,  # 20,000 characters, no newline
     "nul-bytes": b"\x00" * 64 + b"ab\x00cd\x00\n" * 40,
     "only-nul": b"\x00" * 100,
     "mixed-line-endings": b"one\r\ntwo\rthree\nfour\r\n\r\nfive\r" * 20,
@@ -195,7 +206,7 @@ def test_named_corpora(
 def test_crlf_is_one_newline_everywhere(tmp_path: Path) -> None:
     """CRLF and lone CR are newlines: no "\\r" token, and the ids match the LF-only text."""
     crlf, lf = tmp_path / "crlf.txt", tmp_path / "lf.txt"
-    body = ["line number %d of the file" % i for i in range(40)]
+    body = [f"line number {i} of the file" for i in range(40)]
     crlf.write_bytes("\r\n".join(body).encode() + b"\r\n")
     lf.write_bytes("\n".join(body).encode() + b"\n")
     for name in ("crlf", "lf"):
@@ -211,7 +222,7 @@ def test_crlf_is_one_newline_everywhere(tmp_path: Path) -> None:
 
 # --- hypothesis: random mixtures of the above ---------------------------------------------------
 
-ALPHABETS = st.sampled_from(
+PIECES = st.sampled_from(
     [
         st.characters(codec="utf-8"),  # anything encodable, controls and NUL included
         st.sampled_from(list("ab\n\r \t")),
@@ -230,16 +241,14 @@ def corpora(draw: st.DrawFn) -> bytes:
     if kind == "blank":
         return draw(st.text(alphabet=" \t\n\r\x0b\x0c", max_size=20)).encode()
     if kind == "long-line":
-        unit = draw(st.text(alphabet=draw(ALPHABETS), min_size=1, max_size=5))
+        unit = "".join(draw(st.lists(draw(PIECES), min_size=1, max_size=5)))
         return (unit.replace("\n", " ").replace("\r", " ") * draw(st.integers(1, 4000))).encode()
     if kind == "distinct":
         start = draw(st.sampled_from([0x20, 0x4E00, 0x1F300, 0x10000]))
-        count = draw(st.integers(1, 3000))
-        chars = [chr(start + i) for i in range(count)]
-        return "".join(draw(st.permutations(chars))).encode() if count < 50 else "".join(
-            chars
-        ).encode()
-    text = draw(st.text(alphabet=draw(ALPHABETS), max_size=200))
+        chars = [chr(start + i) for i in range(draw(st.integers(1, 3000)))]
+        draw(st.randoms(use_true_random=False)).shuffle(chars)
+        return "".join(chars).encode()
+    text = "".join(draw(st.lists(draw(PIECES), max_size=200)))
     raw = text.encode("utf-8")
     if kind == "corrupted" and raw:
         at = draw(st.integers(0, len(raw)))
@@ -268,10 +277,10 @@ def test_fuzz_vocab_build(raw: bytes, mode: str) -> None:
 @given(raw=corpora(), mode=st.sampled_from(["stream", "lines"]))
 def test_fuzz_train(raw: bytes, mode: str) -> None:
     with in_temp_dir() as workdir:
-        check_train(raw, mode, workdir)
+        event("trained" if check_train(raw, mode, workdir) else "refused")
 
 
-@settings(FUZZ, suppress_health_check=[*FUZZ.suppress_health_check, HealthCheck.function_scoped_fixture])
+@FUZZ
 @given(raw=corpora(), mode=st.sampled_from(["stream", "lines"]))
 def test_fuzz_eval(raw: bytes, mode: str, trained_runs: dict[str, Path]) -> None:
     if "eval" not in cli.commands:

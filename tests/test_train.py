@@ -218,12 +218,12 @@ def test_early_stopping_and_epoch_limit(tmp_path: Path) -> None:
     assert epochs.run(Recorder()).step == windows
 
 
-def test_cosine_without_length_is_refused(tmp_path: Path) -> None:
-    trainer = make_trainer(
-        tmp_path, "train.max_steps=0", "train.max_seconds=5", "train.lr_schedule=cosine"
-    )
+def test_cosine_without_length_is_refused_before_writing(tmp_path: Path) -> None:
     with pytest.raises(CharlmError, match="cosine needs a length"):
-        trainer.run(Recorder())
+        make_trainer(
+            tmp_path, "train.max_steps=0", "train.max_seconds=5", "train.lr_schedule=cosine"
+        )
+    assert not (tmp_path / "run").exists()
 
 
 def test_init_from_keeps_vocab_and_reports_unknown(tmp_path: Path) -> None:
