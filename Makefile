@@ -24,9 +24,11 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
+	mkdir -p runs
 	$(BIN)/charlm vocab build data/tinyshakespeare.txt -o runs/vocab-demo.json
-	$(BIN)/charlm train data/tinyshakespeare.txt --config configs/tiny.yaml \
-		--set train.max_seconds=60 --run-dir runs/demo --overwrite
+	$(BIN)/charlm train data/tinyshakespeare.txt --config configs/shakespeare-lstm.yaml \
+		--set model.hidden_size=256 --set train.max_steps=600 --set train.max_seconds=60 \
+		--set train.warmup_steps=50 --set train.sample_every=0 --run-dir runs/demo --overwrite
 	$(BIN)/charlm sample --run runs/demo --max-len 300 --seed 1
 
 bench: $(STAMP)

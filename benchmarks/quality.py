@@ -47,11 +47,12 @@ def main() -> None:
     parser.add_argument("--config", default="configs/shakespeare-lstm.yaml")
     parser.add_argument("--corpus", default="data/tinyshakespeare.txt")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--run-dir", help="keep the run here (default: a temporary directory)")
     args = parser.parse_args()
     cfg = load_config(args.config, args.overrides)
     reporter = Collect()
-    with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer.create(args.corpus, cfg, run_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer.create(args.corpus, cfg, args.run_dir or tmp)
         result = trainer.run(reporter)
     print(f"stopped: {result.reason} at step {result.step}")
     for seconds, target in TARGETS:

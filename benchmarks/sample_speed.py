@@ -13,12 +13,12 @@ NumPy's BLAS gets the same thread count when threadpoolctl is installed.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
 
 import numpy as np
+from sidebyside import compare, header
 
 from charlm.model import CharModel
 from charlm.sample import generate
@@ -97,7 +97,7 @@ def main() -> None:
     except ImportError:
         pass
     print(f"LSTM H={H} L={L} V={V}; PyTorch threads: {args.threads}; {blas}")
-    print(f"{'case':8} {'ours chars/s':>13} {'torch chars/s':>14} {'ratio':>7} target")
+    header("case")
     failed = 0
     for name, (num, max_len, target) in CASES.items():
         if args.only and name not in args.only:
@@ -107,19 +107,7 @@ def main() -> None:
             "ours": ours(num, max_len),
             "torch": torch_equivalent(num, max_len, args.threads),
         }
-        for run in runners.values():
-            run()  # warm-up: allocations, thread pools
-        speeds: dict[str, list[float]] = {"ours": [], "torch": []}
-        ratios = []
-        for _ in range(args.rounds):
-            for key, run in runners.items():
-                speeds[key].append(run())
-            ratios.append(speeds["ours"][-1] / speeds["torch"][-1])
-        o, t = statistics.median(speeds["ours"]), statistics.median(speeds["torch"])
-        ratio = statistics.median(ratios)
-        ok = ratio >= target
-        failed += not ok
-        print(f"{name:8} {o:13,.0f} {t:14,.0f} {ratio:7.2f} >={target} {'PASS' if ok else 'FAIL'}")
+        failed += not compare(name, runners, args.rounds, target)
     print("all targets met" if not failed else f"{failed} case(s) below target")
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 from types import SimpleNamespace
 
@@ -22,7 +21,9 @@ from types import SimpleNamespace
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
+from sidebyside import compare, header  # noqa: E402
 
+from charlm.backend import keep_freed_memory  # noqa: E402
 from charlm.model import CharModel  # noqa: E402
 from charlm.optim import Optimizer, clip_gradients  # noqa: E402
 
@@ -106,8 +107,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="training steps per round")
     parser.add_argument("--only", action="append", help="run only these configs")
     args = parser.parse_args()
+    keep_freed_memory()  # what `charlm train` does (process-wide: PyTorch gets it too)
     rng = np.random.default_rng(0)
-    print(f"{'config':24} {'ours chars/s':>13} {'torch chars/s':>14} {'ratio':>7} target")
+    header("config")
     failed = 0
     for name, (cell, H, L, N, T, target) in CONFIGS.items():
         if args.only and name not in args.only:
@@ -117,19 +119,7 @@ def main() -> None:
             "ours": ours(cell, H, L, N, T, data),
             "torch": torch_equivalent(cell, H, L, N, T, data),
         }
-        for run in runners.values():
-            run()  # warm-up: allocations, thread pools
-        speeds: dict[str, list[float]] = {"ours": [], "torch": []}
-        ratios = []
-        for _ in range(args.rounds):
-            for key, run in runners.items():
-                speeds[key].append(run())
-            ratios.append(speeds["ours"][-1] / speeds["torch"][-1])
-        o, t = statistics.median(speeds["ours"]), statistics.median(speeds["torch"])
-        ratio = statistics.median(ratios)
-        ok = ratio >= target
-        failed += not ok
-        print(f"{name:24} {o:13,.0f} {t:14,.0f} {ratio:7.2f} >={target} {'PASS' if ok else 'FAIL'}")
+        failed += not compare(name, runners, args.rounds, target)
     print("all targets met" if not failed else f"{failed} config(s) below target")
 
 

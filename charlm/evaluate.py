@@ -41,6 +41,7 @@ class EvalResult:
 
     @property
     def perplexity(self) -> float:
+        """e^loss (capped so a diverged model does not overflow)."""
         return math.exp(min(self.loss, 700.0))
 
 
@@ -122,22 +123,11 @@ def fit_baselines(train: np.ndarray, V: int) -> list[Baseline]:
 
 
 @dataclass(frozen=True)
-class CorpusEval:
-    """The numbers `charlm eval` reports for one corpus."""
+class CorpusEval(EvalResult):
+    """The numbers `charlm eval` reports for one corpus (losses: batch size 1 only)."""
 
-    loss: float  # nats per predicted character
-    chars: int  # predicted characters (positions scored)
-    unk_rate: float  # fraction of the corpus' characters outside the vocabulary
-    baselines: dict[str, float] | None  # name -> loss in nats, on the same positions
-    losses: np.ndarray | None  # per-position losses in corpus order (batch size 1 only)
-
-    @property
-    def bpc(self) -> float:
-        return self.loss / LN2
-
-    @property
-    def perplexity(self) -> float:
-        return math.exp(min(self.loss, 700.0))
+    unk_rate: float = 0.0  # fraction of the corpus' characters outside the vocabulary
+    baselines: dict[str, float] | None = None  # name -> loss in nats, on the same positions
 
 
 def evaluate_text(

@@ -20,7 +20,7 @@ import numpy as np
 from charlm.backend import xp_of
 from charlm.cells import Cell, make_cell
 from charlm.ops import (
-    from_time_columns,
+    column_sequence,
     gather_columns,
     one_hot_rows,
     softmax_cross_entropy,
@@ -138,7 +138,7 @@ class CharModel:
         _, T, N = dlogits.shape
         d2 = dlogits.reshape(self.V, T * N)
         grads: dict[str, Array] = {"Wy": d2 @ cache["top"].T, "by": d2.sum(axis=1)}
-        dout = from_time_columns(params["Wy"].T @ d2, T)  # (T, H, N)
+        dout = column_sequence(params["Wy"].T @ d2, T)  # (T, H, N) view
         dstate: State = [()] * len(self.cells)
         for i in range(len(self.cells) - 1, -1, -1):
             if cache["masks"]:

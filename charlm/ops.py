@@ -66,15 +66,18 @@ def gather_columns(table: Array, ids: Array) -> Array:
 
 
 def time_columns(a: Array) -> Array:
-    """(T, K, N) -> (K, T*N) contiguous: every step's columns side by side, for one big GEMM."""
+    """(T, K, N) -> (K, T*N): every step's columns side by side, for one big GEMM.
+
+    A view when `a` already is one (a `column_sequence`), else a transposing copy.
+    """
     T, K, N = a.shape
-    return xp_of(a).ascontiguousarray(a.transpose(1, 0, 2)).reshape(K, T * N)
+    return a.transpose(1, 0, 2).reshape(K, T * N)
 
 
-def from_time_columns(a: Array, T: int) -> Array:
-    """Inverse of `time_columns`: (K, T*N) -> (T, K, N) contiguous."""
-    K = a.shape[0]
-    return xp_of(a).ascontiguousarray(a.reshape(K, T, -1).transpose(1, 0, 2))
+def column_sequence(cols: Array, T: int) -> Array:
+    """Inverse of `time_columns`, as a view: (K, T*N) -> (T, K, N), step t = cols' block t."""
+    K = cols.shape[0]
+    return cols.reshape(K, T, -1).transpose(1, 0, 2)
 
 
 def project_inputs(Wx: Array, b: Array, x: Array) -> Array:
@@ -101,21 +104,19 @@ def one_hot_rows(ids: Array, V: int, dtype: Any) -> Array:
     return out
 
 
-def project_inputs_backward(
-    dA: Array, x: Array, Wx: Array, dA2: Array | None = None
-) -> tuple[Array | None, Array, Array]:
-    """Backward of `project_inputs`: (dx, dWx, db) from dA = dLoss/d(Wx x + b), shape (T, G, N).
+def project_inputs_backward(dA2: Array, x: Array, Wx: Array) -> tuple[Array | None, Array, Array]:
+    """Backward of `project_inputs`: (dx, dWx, db) from dA2 = dLoss/d(Wx x + b) as columns
+    (G, T*N) (`time_columns` of the (T, G, N) gradient).
 
-    dWx = sum_t dA<t> x<t>^T and db = sum_t dA<t> 1: one GEMM and one reduction over the window.
-    For ids, x^T is a one-hot matrix (a GEMM is much faster than scattering with add.at), and
-    dx is None (ids have no gradient). dA2 = time_columns(dA) if the caller has it already.
+    dWx = sum_t dA<t> x<t>^T and db = sum_t dA<t> 1: one GEMM and one reduction over the window;
+    dx = Wx^T dA, one GEMM, returned as a (T, D, N) view of its columns. For ids, x^T is a
+    one-hot matrix (a GEMM is much faster than scattering with add.at), and dx is None.
     """
-    dA2 = time_columns(dA) if dA2 is None else dA2
     db = dA2.sum(axis=1)
     if is_ids(x):
-        return None, dA2 @ one_hot_rows(x, Wx.shape[1], dA.dtype), db
+        return None, dA2 @ one_hot_rows(x, Wx.shape[1], dA2.dtype), db
     dWx = dA2 @ time_columns(x).T
-    dx = xp_of(Wx).matmul(Wx.T, dA)  # (T, D, N)
+    dx = column_sequence(Wx.T @ dA2, x.shape[0])
     return dx, dWx, db
 
 

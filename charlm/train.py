@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from charlm.backend import array_module, to_device, to_numpy
+from charlm.backend import array_module, keep_freed_memory, to_device, to_numpy
 from charlm.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from charlm.config import Config, save_config
 from charlm.data import Corpus, load_corpus
@@ -194,6 +194,7 @@ class Trainer:
         """Train until a limit, a stop request, early stopping or divergence."""
         cfg, t = self.config, self.config.train
         xp = array_module(t.device)
+        keep_freed_memory()
         stream = self.corpus.batches(t.batch_size, t.seq_len, self.data_position)
         total = self.total_steps(stream.windows_per_epoch)
         state = self.hidden or self.model.initial_state(t.batch_size, self.params["Wy"].dtype, xp)

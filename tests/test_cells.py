@@ -19,7 +19,7 @@ from charlm.cells import make_cell
 from charlm.ops import (
     activate,
     activate_backward,
-    from_time_columns,
+    column_sequence,
     log_softmax,
     project_inputs,
     project_inputs_backward,
@@ -432,8 +432,8 @@ def test_project_inputs_ids_equals_one_hot_product() -> None:
     np.testing.assert_allclose(project_inputs(Wx, b, ids), want, atol=1e-14)
     np.testing.assert_allclose(project_inputs(Wx, b, X), want, atol=1e-14)
     dA = rng.standard_normal((T, 6, N))
-    dx_ids, dW_ids, db_ids = project_inputs_backward(dA, ids, Wx)
-    dx, dW, db = project_inputs_backward(dA, X, Wx)
+    dx_ids, dW_ids, db_ids = project_inputs_backward(time_columns(dA), ids, Wx)
+    dx, dW, db = project_inputs_backward(time_columns(dA), X, Wx)
     assert dx_ids is None
     np.testing.assert_allclose(dW_ids, dW, atol=1e-13)
     np.testing.assert_allclose(db_ids, db, atol=1e-13)
@@ -446,7 +446,8 @@ def test_time_columns_round_trip() -> None:
     cols = time_columns(a)
     assert cols.shape == (3, 8)
     np.testing.assert_array_equal(cols[:, 4:], a[1])
-    np.testing.assert_array_equal(from_time_columns(cols, 2), a)
+    np.testing.assert_array_equal(column_sequence(cols, 2), a)
+    assert np.shares_memory(column_sequence(cols, 2), cols)  # a view, not a copy
 
 
 def test_log_softmax_normalised() -> None:

@@ -42,19 +42,20 @@ def keep_mask(resets: Array | None, dtype: Any) -> Array | None:
     return xp.logical_not(resets).astype(dtype)
 
 
-def effective_prev(states: Array, t: int, keep: Array | None, store: Array | None) -> Array:
-    """The state step t reads: states[t], zeroed in the columns n where keep[t, n] is 0.
-
-    `store` (T, H, N) receives the masked copy so backward reads the same value it used.
-    """
-    prev = states[t]
+def effective_prev(prev: Array, t: int, keep: Array | None, store: Array | None) -> Array:
+    """The state step t reads: `prev` (the state after step t-1), zeroed in the columns n where
+    keep[t, n] is 0. `store` (T, H, N) receives the masked copy so backward reads the same
+    value it used."""
     if keep is None:
         return prev
     return xp_of(prev).multiply(prev, keep[t], out=store[t])
 
 
 def prev_columns(states: Array, masked: Array | None) -> Array:
-    """(H, T*N): the state every step read, side by side, for the dWh = dA h_prev^T GEMM."""
+    """(H, T*N): the state every step read, side by side, for the dWh = dA h_prev^T GEMM.
+
+    `states` is (T+1, H, N) with the carried-in state first; `masked` the reset copies.
+    """
     return time_columns(states[:-1] if masked is None else masked)
 
 
@@ -68,4 +69,14 @@ def state_sequence(first: Array, T: int) -> Array:
     xp = xp_of(first)
     out = xp.empty((T + 1, *first.shape), dtype=first.dtype)
     out[0] = first
+    return out
+
+
+def column_states(first: Array, T: int) -> Array:
+    """(H, (T+1)*N) buffer for a state over the window in column layout: block t holds the
+    state after step t (block 0 the carried-in one). Window GEMMs then read it without a copy."""
+    xp = xp_of(first)
+    H, N = first.shape
+    out = xp.empty((H, (T + 1) * N), dtype=first.dtype)
+    out[:, :N] = first
     return out

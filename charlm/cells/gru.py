@@ -99,7 +99,7 @@ class GRU:
         hp = common.masked_store(keep, Wh, H, T, N)
         tmp = xp.empty((3 * H, N), dtype=Wh.dtype)
         for t in range(T):
-            hprev = common.effective_prev(hs, t, keep, hp)
+            hprev = common.effective_prev(hs[t], t, keep, hp)
             self._advance(params, A[t], hprev, hs[t + 1], rhs[t], tmp)
         cache = {"x": x, "params": params, "A": A, "hs": hs, "rhs": rhs, "keep": keep, "hp": hp}
         return hs[1:], (hs[T].copy(),), cache
@@ -120,7 +120,8 @@ class GRU:
         dh = xp.zeros((H, N), dtype=Wh.dtype)
         t1 = xp.empty((H, N), dtype=Wh.dtype)
         t2 = xp.empty((2 * H, N), dtype=Wh.dtype)
-        WhT, WurT, WcT = Wh.T, Wh[: 2 * H].T, Wh[2 * H :].T
+        WhT = xp.ascontiguousarray(Wh.T)  # a plain (not transposed) GEMM operand is faster
+        WurT, WcT = WhT[:, : 2 * H], WhT[:, 2 * H :]
         for t in range(T - 1, -1, -1):
             a, da = A[t], dA[t]
             u, r, ct = a[:H], a[H : 2 * H], a[2 * H :]
@@ -170,7 +171,7 @@ class GRU:
             grads["Wh"] = xp.concatenate(
                 [dA2[: 2 * H] @ hprev2.T, dA2[2 * H :] @ time_columns(rhs).T]
             )
-        dx, grads["Wx"], grads["b"] = project_inputs_backward(dA, cache["x"], params["Wx"], dA2)
+        dx, grads["Wx"], grads["b"] = project_inputs_backward(dA2, cache["x"], params["Wx"])
         return dx, (dh,), grads
 
     def step(

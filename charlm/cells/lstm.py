@@ -20,7 +20,13 @@ import numpy as np
 
 from charlm.backend import xp_of
 from charlm.cells import common, fused
-from charlm.ops import project_inputs, project_inputs_backward, sigmoid, time_columns
+from charlm.ops import (
+    column_sequence,
+    project_inputs,
+    project_inputs_backward,
+    sigmoid,
+    time_columns,
+)
 
 Array = Any
 
@@ -112,13 +118,17 @@ class LSTM:
     def forward(
         self, params: dict[str, Array], x: Array, state: tuple[Array, Array], resets: Array | None
     ) -> tuple[Array, tuple[Array, Array], dict[str, Any]]:
-        """Run T steps. Returns (a (T, H, N), (a<T>, c<T>), cache)."""
+        """Run T steps. Returns (a (T, H, N), (a<T>, c<T>), cache).
+
+        The a<t> are kept in column layout (H, (T+1)*N), so the next layer, the output layer
+        and dWh read the window without a transposing copy; `a` is a view of it.
+        """
         Wx, Wh, b = params["Wx"], params["Wh"], params["b"]
         xp = xp_of(Wh)
         H = self.H
         A = project_inputs(Wx, b, x)  # (T, 4H, N); becomes the gate activations
         T, _, N = A.shape
-        hs = common.state_sequence(state[0], T)
+        hcols = common.column_states(state[0], T)
         cs = common.state_sequence(state[1], T)
         tcs = xp.empty((T, H, N), dtype=Wh.dtype)
         keep = common.keep_mask(resets, Wh.dtype)
@@ -126,22 +136,23 @@ class LSTM:
         cp = common.masked_store(keep, Wh, H, T, N)
         tmp = xp.empty((4 * H, N), dtype=Wh.dtype)
         for t in range(T):
-            hprev = common.effective_prev(hs, t, keep, hp)
-            cprev = common.effective_prev(cs, t, keep, cp)
+            hprev = common.effective_prev(hcols[:, t * N : (t + 1) * N], t, keep, hp)
+            cprev = common.effective_prev(cs[t], t, keep, cp)
             xp.matmul(Wh, hprev, out=tmp)
-            self._advance(A[t], tmp, cprev, cs[t + 1], tcs[t], hs[t + 1])
+            self._advance(A[t], tmp, cprev, cs[t + 1], tcs[t], hcols[:, (t + 1) * N : (t + 2) * N])
         cache = {
             "x": x,
             "params": params,
             "A": A,
-            "hs": hs,
+            "hcols": hcols,
             "cs": cs,
             "tcs": tcs,
             "keep": keep,
             "hp": hp,
             "cp": cp,
         }
-        return hs[1:], (hs[T].copy(), cs[T].copy()), cache
+        out = column_sequence(hcols[:, N:], T)
+        return out, (hcols[:, T * N :].copy(), cs[T].copy()), cache
 
     def backward(
         self, dout: Array, cache: dict[str, Any]
@@ -153,21 +164,24 @@ class LSTM:
         xp = xp_of(Wh)
         H = self.H
         T, _, N = A.shape
-        dA = xp.empty_like(A)
+        dA2 = xp.empty((4 * H, T * N), dtype=Wh.dtype)  # dA in column layout, for the GEMMs
         dh = xp.zeros((H, N), dtype=Wh.dtype)
         dc = xp.zeros((H, N), dtype=Wh.dtype)
+        da = xp.empty((4 * H, N), dtype=Wh.dtype)
         scratch = xp.empty((4 * H, N), dtype=Wh.dtype)
-        WhT = Wh.T
+        WhT = xp.ascontiguousarray(Wh.T)  # a plain (not transposed) GEMM operand is faster
         for t in range(T - 1, -1, -1):
             cprev = cache["cs"][t] if keep is None else cache["cp"][t]
-            self._retreat(A[t], tcs[t], cprev, dout[t], dh, dc, dA[t], scratch)
-            xp.matmul(WhT, dA[t], out=dh)  # da<t-1> = Wh^T dA
+            self._retreat(A[t], tcs[t], cprev, dout[t], dh, dc, da, scratch)
+            xp.matmul(WhT, da, out=dh)  # da<t-1> = Wh^T dA
+            dA2[:, t * N : (t + 1) * N] = da
             if keep is not None:
                 dh *= keep[t]
                 dc *= keep[t]
-        dA2 = time_columns(dA)  # (4H, T*N), shared by both weight gradients
-        dWh = dA2 @ common.prev_columns(cache["hs"], cache["hp"]).T
-        dx, dWx, db = project_inputs_backward(dA, cache["x"], params["Wx"], dA2)
+        hp = cache["hp"]
+        hprev = cache["hcols"][:, : T * N] if hp is None else time_columns(hp)
+        dWh = dA2 @ hprev.T
+        dx, dWx, db = project_inputs_backward(dA2, cache["x"], params["Wx"])
         return dx, (dh, dc), {"Wx": dWx, "Wh": dWh, "b": db}
 
     def step(

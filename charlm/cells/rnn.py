@@ -65,7 +65,7 @@ class RNN:
         keep = common.keep_mask(resets, Wh.dtype)
         hp = common.masked_store(keep, Wh, H, T, N)
         for t in range(T):
-            self._advance(A[t], common.effective_prev(hs, t, keep, hp), Wh, hs[t + 1])
+            self._advance(A[t], common.effective_prev(hs[t], t, keep, hp), Wh, hs[t + 1])
         cache = {"x": x, "params": params, "hs": hs, "keep": keep, "hp": hp}
         return hs[1:], (hs[T].copy(),), cache
 
@@ -80,7 +80,7 @@ class RNN:
         T = T1 - 1
         dA = xp.empty((T, H, N), dtype=Wh.dtype)
         dh = xp.zeros((H, N), dtype=Wh.dtype)
-        WhT = Wh.T
+        WhT = xp.ascontiguousarray(Wh.T)  # a plain (not transposed) GEMM operand is faster
         for t in range(T - 1, -1, -1):
             dh += dout[t]
             activate_backward(self.activation, hs[t + 1], dh, out=dA[t])  # dA = dh g'
@@ -89,7 +89,7 @@ class RNN:
                 dh *= keep[t]
         dA2 = time_columns(dA)  # (H, T*N), shared by both weight gradients
         dWh = dA2 @ common.prev_columns(hs, cache["hp"]).T
-        dx, dWx, db = project_inputs_backward(dA, cache["x"], params["Wx"], dA2)
+        dx, dWx, db = project_inputs_backward(dA2, cache["x"], params["Wx"])
         return dx, (dh,), {"Wx": dWx, "Wh": dWh, "b": db}
 
     def step(
