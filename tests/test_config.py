@@ -106,8 +106,8 @@ def test_shipped_config_values() -> None:
     )
     dino = load_config(CONFIGS / "dinosaurs-gru.yaml")
     assert (dino.data.corpus, dino.data.mode) == ("data/dinosaurs.txt", "lines")
-    assert (dino.model.cell, dino.model.hidden_size, dino.train.max_steps) == ("gru", 128, 3000)
-    assert (dino.train.lr, dino.train.sample_every) == (5e-3, 500)
+    assert (dino.model.cell, dino.model.hidden_size, dino.train.max_steps) == ("gru", 64, 1000)
+    assert (dino.train.lr, dino.train.sample_every, dino.train.patience) == (3e-3, 250, 6)
 
 
 def test_describe_keys() -> None:
