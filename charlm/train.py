@@ -59,14 +59,31 @@ class TrainResult:
 
 @dataclass
 class StopRequest:
-    """Set by SIGINT/SIGTERM; the loop stops cleanly between steps. A second Ctrl-C aborts."""
+    """Set by SIGINT/SIGTERM; the loop stops cleanly between steps. A second Ctrl-C aborts at
+    once -- except during a checkpoint write, which it lets finish first."""
 
     signal_name: str = ""
+    abort_pending: bool = False
+    writing: bool = False
 
     def handle(self, signum: int, frame: Any) -> None:
-        if self.signal_name:  # asked twice: the user means it
+        if not self.signal_name:
+            self.signal_name = signal.Signals(signum).name
+        elif self.writing:
+            self.abort_pending = True
+        else:  # asked twice: the user means it
             raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
+
+    @contextlib.contextmanager
+    def protect(self) -> Iterator[None]:
+        """No KeyboardInterrupt from a second signal inside; it is raised right after."""
+        self.writing = True
+        try:
+            yield
+        finally:
+            self.writing = False
+        if self.abort_pending:
+            raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -257,11 +274,11 @@ class Trainer:
                 if evaluate:
                     record.update(self.evaluate())
                     if self._improved(record["val_loss"]):
-                        save_checkpoint(self.run_dir, "best", self.checkpoint())
+                        self._save("best", stop)
                 self._log(record)
                 reporter.update(record)
             if self.step % t.checkpoint_every == 0 or evaluate:
-                save_checkpoint(self.run_dir, "last", self.checkpoint())
+                self._save("last", stop)
                 saved_step = self.step
             if t.sample_every and self.step % t.sample_every == 0:
                 reporter.message(self.preview())
@@ -269,7 +286,7 @@ class Trainer:
                 reason = "early stopping"
                 break
         if saved_step != self.step:
-            save_checkpoint(self.run_dir, "last", self.checkpoint())
+            self._save("last", stop)
         reporter.close()
         return TrainResult(
             reason,
@@ -280,6 +297,11 @@ class Trainer:
         )
 
     # ----------------------------------------------------------------------------- helpers
+    def _save(self, name: str, stop: StopRequest | None) -> None:
+        """Write checkpoint `name`; a second Ctrl-C waits for the write to finish."""
+        with stop.protect() if stop is not None else contextlib.nullcontext():
+            save_checkpoint(self.run_dir, name, self.checkpoint())
+
     def total_steps(self, windows_per_epoch: int) -> int | None:
         """The step limit from max_steps and max_epochs (the smaller), None if only time."""
         t = self.config.train
