@@ -7,11 +7,16 @@ half-written file (the atomic writers' `.NAME.XXXX.tmp` files must not survive).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from charlm.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"
@@ -97,3 +102,25 @@ def vm_hwm_bytes(status_text: str) -> int:
     match = re.search(r"^VmHWM:\s+(\d+)\s+kB", status_text, re.MULTILINE)
     assert match, "no VmHWM in /proc/self/status"
     return int(match.group(1)) * 1024
+
+
+COMPARED = ("step", "epoch", "lr", "train_loss", "grad_norm", "val_loss")
+
+
+def run_metrics(run: Path) -> list[dict[str, Any]]:
+    """The deterministic fields of every metrics.jsonl line (timings left out)."""
+    lines = (run / "metrics.jsonl").read_text("utf-8").splitlines()
+    return [{k: r[k] for k in COMPARED if k in r} for r in map(json.loads, lines)]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Bit-identical parameters, optimizer moments, carried state and logged losses."""
+    ca, cb = load_checkpoint(a / "last.json"), load_checkpoint(b / "last.json")
+    assert ca.step == cb.step
+    for group in ("params", "optimizer", "hidden"):
+        ga, gb = getattr(ca, group), getattr(cb, group)
+        assert ga.keys() == gb.keys()
+        for key in ga:
+            assert np.array_equal(ga[key], gb[key]), f"{group}[{key}] differs"
+    assert ca.meta["rng"] == cb.meta["rng"] and ca.meta["data_position"] == cb.meta["data_position"]
+    assert run_metrics(a) == run_metrics(b)

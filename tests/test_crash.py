@@ -28,6 +28,7 @@ import pytest
 from _cli_contract import (
     CONFIGS,
     DATA,
+    assert_same_run,
     charlm_cmd,
     stderr_lines,
     subprocess_env,
@@ -40,7 +41,6 @@ from charlm.cli import cli
 
 SHAKESPEARE = DATA / "tinyshakespeare.txt"
 SEED = int(os.environ.get("CHARLM_KILL_SEED", random.SystemRandom().randrange(1 << 30)))
-COMPARED = ("step", "epoch", "lr", "train_loss", "grad_norm", "val_loss")
 
 
 def start(run: Path, *extra: str, resume: bool = False) -> subprocess.Popen:
@@ -97,22 +97,6 @@ def committed_step(run: Path) -> int:
 def metrics_steps(run: Path) -> list[int]:
     lines = (run / "metrics.jsonl").read_text("utf-8").splitlines()
     return [json.loads(line)["step"] for line in lines]
-
-
-def metrics(run: Path) -> list[dict[str, Any]]:
-    lines = (run / "metrics.jsonl").read_text("utf-8").splitlines()
-    return [{k: r[k] for k in COMPARED if k in r} for r in map(json.loads, lines)]
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    ca, cb = load_checkpoint(a / "last.json"), load_checkpoint(b / "last.json")
-    assert ca.step == cb.step
-    for group in ("params", "optimizer", "hidden"):
-        ga, gb = getattr(ca, group), getattr(cb, group)
-        assert ga.keys() == gb.keys()
-        for key in ga:
-            assert np.array_equal(ga[key], gb[key]), f"{group}[{key}] differs"
-    assert metrics(a) == metrics(b)
 
 
 def resume_and_check(run: Path, step: int, extra_steps: int = 3) -> None:

@@ -27,7 +27,9 @@ from _cli_contract import (
     TINY,
     assert_cli_outcome,
     assert_one_line_error,
+    assert_same_run,
     charlm_cmd,
+    run_metrics,
     stderr_lines,
     subprocess_env,
     temp_files,
@@ -469,25 +471,6 @@ def test_clipping_keeps_high_lr_finite(config: str, tmp_path: Path) -> None:
 EXACT = ["--config", CONFIGS / "tiny.yaml", "--set", "model.hidden_size=16",
          "--set", "model.num_layers=2", "--set", "model.dropout=0.3", "--set", "train.log_every=1",
          "--set", "train.eval_every=10", "--set", "data.val_fraction=0.01", "--quiet"]  # fmt: skip
-COMPARED = ("step", "epoch", "lr", "train_loss", "grad_norm", "val_loss")
-
-
-def _metrics(run: Path) -> list[dict[str, Any]]:
-    lines = (run / "metrics.jsonl").read_text("utf-8").splitlines()
-    return [{k: r[k] for k in COMPARED if k in r} for r in map(json.loads, lines)]
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    """Bit-identical parameters, optimizer moments, carried state and logged losses."""
-    ca, cb = load_checkpoint(a / "last.json"), load_checkpoint(b / "last.json")
-    assert ca.step == cb.step
-    for group in ("params", "optimizer", "hidden"):
-        ga, gb = getattr(ca, group), getattr(cb, group)
-        assert ga.keys() == gb.keys()
-        for key in ga:
-            assert np.array_equal(ga[key], gb[key]), f"{group}[{key}] differs"
-    assert ca.meta["rng"] == cb.meta["rng"] and ca.meta["data_position"] == cb.meta["data_position"]
-    assert _metrics(a) == _metrics(b)
 
 
 def test_resume_is_bit_identical_with_dropout(tmp_path: Path) -> None:
@@ -500,7 +483,7 @@ def test_resume_is_bit_identical_with_dropout(tmp_path: Path) -> None:
     result = invoke("train", SHAKESPEARE, "--resume", "--run-dir", split, "--quiet",
                     "--set", "train.max_steps=40")  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert len(_metrics(split)) == 40
+    assert len(run_metrics(split)) == 40
     assert_same_run(straight, split)
     # ... and the comparison is sharp: dropout really draws from the RNG (without it, the same
     # seed gives other weights), so a resume that lost the RNG state would be caught.

@@ -428,7 +428,7 @@ def _dict(ckpt: Checkpoint) -> dict:
 
 def test_cli_output_layout(tmp_path: Path):
     stream_run = run_dir_with(tmp_path, make_ckpt(), "s")
-    out = invoke(
+    args = [
         "sample",
         "--run",
         str(stream_run),
@@ -441,24 +441,9 @@ def test_cli_output_layout(tmp_path: Path):
         "--no-unk",
         "--prime",
         "ab",
-    ).stdout
-    samples = json.loads(
-        invoke(
-            "sample",
-            "--run",
-            str(stream_run),
-            "--num",
-            "2",
-            "--max-len",
-            "5",
-            "--seed",
-            "1",
-            "--no-unk",
-            "--prime",
-            "ab",
-            "--json",
-        ).stdout
-    )
+    ]
+    out = invoke(*args).stdout
+    samples = json.loads(invoke(*args, "--json").stdout)
     assert out == samples[0] + "\n\n" + samples[1] + "\n"  # a blank line between samples
     lines_run = run_dir_with(tmp_path, trained_lines(), "l")
     out = invoke("sample", "--run", str(lines_run), "--num", "4", "--seed", "1").stdout
