@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _models import LINES_TEXT, trained_lines
 from click.testing import CliRunner
 
 from charlm.checkpoint import Checkpoint, save_checkpoint
 from charlm.cli import cli
 from charlm.config import config_from_dict
-from charlm.data import BatchStream, encode_text, load_corpus
+from charlm.data import encode_text, load_corpus
 from charlm.evaluate import (
     evaluate_ids,
     evaluate_text,
@@ -24,11 +24,7 @@ from charlm.evaluate import (
     training_ids,
 )
 from charlm.model import CharModel
-from charlm.optim import Optimizer
 from charlm.vocab import Vocab
-
-WORDS = ("cat", "dog", "bird", "fish", "cow")
-LINES_TEXT = "\n".join(WORDS * 40) + "\n"
 
 
 def make_ckpt(text: str, mode: str, corpus: str = "", seed: int = 0, **data) -> Checkpoint:
@@ -41,34 +37,6 @@ def make_ckpt(text: str, mode: str, corpus: str = "", seed: int = 0, **data) -> 
     vocab = Vocab.build(text, mode)
     params = CharModel(config.model, len(vocab)).init_params(np.random.default_rng(seed))
     return Checkpoint(config, vocab, params)
-
-
-def trained_lines(corpus: str) -> Checkpoint:
-    """An LSTM trained on LINES_TEXT (lines mode) whose config names `corpus`."""
-    config = config_from_dict(
-        {
-            "model": {"cell": "lstm", "hidden_size": 32, "num_layers": 1},
-            "data": {"mode": "lines", "corpus": corpus},
-        }
-    )
-    vocab, params = _trained(config.model)
-    return Checkpoint(config, vocab, dict(params), step=300)
-
-
-@functools.cache
-def _trained(spec) -> tuple[Vocab, dict]:
-    """Vocabulary and parameters after 300 Adam steps on LINES_TEXT (about a second)."""
-    vocab = Vocab.build(LINES_TEXT, "lines")
-    model = CharModel(spec, len(vocab))
-    params = model.init_params(np.random.default_rng(0))
-    opt = Optimizer("adam", params)
-    stream = BatchStream(encode_text(LINES_TEXT, vocab), 8, 16, vocab.eos_id)
-    state = model.initial_state(8)
-    for _ in range(300):
-        batch = stream.next_batch()
-        _, grads, state, _ = model.loss(params, batch.x, batch.y, state, batch.resets)
-        opt.step(params, grads, 1e-2)
-    return vocab, params
 
 
 def direct_loss(ckpt: Checkpoint, text: str) -> tuple[float, int]:

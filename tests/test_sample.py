@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _models import WORDS, trained_lines
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,10 +18,8 @@ from hypothesis.extra.numpy import arrays
 from charlm.checkpoint import Checkpoint, save_checkpoint
 from charlm.cli import cli
 from charlm.config import config_from_dict
-from charlm.data import BatchStream, encode_text
 from charlm.errors import CharlmError
 from charlm.model import CharModel
-from charlm.optim import Optimizer
 from charlm.sample import (
     banned_ids,
     draw,
@@ -32,8 +30,6 @@ from charlm.sample import (
 )
 from charlm.vocab import Vocab
 
-WORDS = ("cat", "dog", "bird", "fish", "cow")
-LINES_TEXT = "\n".join(WORDS * 40) + "\n"
 STREAM_TEXT = "the cat sat on the mat.\nthe dog sat on the log.\n" * 10
 
 
@@ -44,25 +40,6 @@ def make_ckpt(text: str = STREAM_TEXT, mode: str = "stream", seed: int = 0, **mo
     vocab = Vocab.build(text, mode)
     params = CharModel(config.model, len(vocab)).init_params(np.random.default_rng(seed))
     return Checkpoint(config, vocab, params, step=0)
-
-
-@functools.cache
-def trained_lines() -> Checkpoint:
-    """An LSTM that has learnt the five words of LINES_TEXT, one per line (about a second)."""
-    config = config_from_dict(
-        {"model": {"cell": "lstm", "hidden_size": 32, "num_layers": 1}, "data": {"mode": "lines"}}
-    )
-    vocab = Vocab.build(LINES_TEXT, "lines")
-    model = CharModel(config.model, len(vocab))
-    params = model.init_params(np.random.default_rng(0))
-    opt = Optimizer("adam", params)
-    stream = BatchStream(encode_text(LINES_TEXT, vocab), 8, 16, vocab.eos_id)
-    state = model.initial_state(8)
-    for _ in range(300):
-        batch = stream.next_batch()
-        _, grads, state, _ = model.loss(params, batch.x, batch.y, state, batch.resets)
-        opt.step(params, grads, 1e-2)
-    return Checkpoint(config, vocab, params, step=300)
 
 
 def run_dir_with(tmp_path: Path, ckpt: Checkpoint, name: str = "run") -> Path:
