@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from functools import cache
 from types import ModuleType
 from typing import Any
 
@@ -29,6 +30,11 @@ def xp_of(array: Any) -> ModuleType:
 
         return cupy
     return np
+
+
+def on_cpu(array: Any) -> bool:
+    """Whether `array` is a NumPy array (for the few places that pick a layout per device)."""
+    return isinstance(array, np.ndarray)
 
 
 def array_module(device: str) -> ModuleType:
@@ -74,6 +80,112 @@ def take_columns(table: Any, ids: Any, out: Any) -> Any:
     if isinstance(table, np.ndarray):
         return np.take(table, ids, axis=1, out=out, mode="clip")
     return xp_of(table).take(table, ids, axis=1, out=out)
+
+
+def gemm(a: Any, b: Any, out: Any) -> Any:
+    """out = a @ b for 2-D arrays: the small per-step products of the recurrences.
+
+    On CuPy this calls cuBLAS directly, passing each operand's row stride, so the strided
+    per-step views of a window in column layout need no copy, and a call costs a few
+    microseconds of Python instead of cupy.matmul's tens: a window makes hundreds of these
+    products, and the GPU finishes each sooner than Python can issue the next.
+    """
+    if isinstance(a, np.ndarray):
+        return np.matmul(a, b, out=out)
+    blas = _CuBlasGemm.for_dtype(a.dtype.char)
+    args = blas_arguments(a, b, out)
+    if blas is None or args is None:
+        return xp_of(a).matmul(a, b, out=out)  # an unusual layout or dtype: CuPy copies
+    blas(*args)
+    return out
+
+
+def blas_arguments(a: Any, b: Any, out: Any) -> tuple[Any, ...] | None:
+    """The column-major gemm(op_x, op_y, m, n, k, X, ldx, Y, ldy, C, ldc) computing C = op(X)
+    op(Y) that is row-major out = a @ b, all read in place; None if a layout does not allow it.
+
+    cuBLAS is column-major, where the row-major out reads as out^T = b^T a^T.
+    """
+    layouts = [_blas_layout(m) for m in (a, b, out)]
+    if None in layouts or layouts[2][0] != _NOTRANS or not (a.dtype == b.dtype == out.dtype):
+        return None
+    (op_a, ld_a), (op_b, ld_b), (_, ld_out) = layouts
+    return (op_b, op_a, out.shape[1], a.shape[0], a.shape[1], b, ld_b, a, ld_a, out, ld_out)
+
+
+_NOTRANS, _TRANS = 0, 1  # cublasOperation_t
+
+
+def _blas_layout(m: Any) -> tuple[int, int] | None:
+    """(operation, leading dimension) that lets cuBLAS read row-major `m` in place, or None."""
+    item = m.itemsize
+    s0, s1 = m.strides
+    rows, cols = m.shape
+    if s1 == item and s0 % item == 0 and s0 // item >= max(1, cols):
+        return _NOTRANS, s0 // item  # rows contiguous: column-major m^T
+    if s0 == item and s1 % item == 0 and s1 // item >= max(1, rows):
+        return _TRANS, s1 // item  # a transposed view: column-major m itself
+    return None
+
+
+class _CuBlasGemm:
+    """cuBLAS sgemm/dgemm through CuPy's low-level binding, with host scalars alpha=1, beta=0."""
+
+    def __init__(self, dtype_char: str) -> None:
+        from cupy.cuda import device  # noqa: PLC0415 - optional extra charlm[gpu]
+        from cupy_backends.cuda.libs import cublas  # noqa: PLC0415
+
+        self.cublas = cublas
+        self.function = cublas.sgemm if dtype_char == "f" else cublas.dgemm
+        self.handle = device.get_cublas_handle
+        self.scalars = np.array([1, 0], dtype=dtype_char)  # alpha, beta; kept alive here
+        self.alpha = self.scalars.ctypes.data
+        self.beta = self.alpha + self.scalars.itemsize
+
+    @staticmethod
+    @cache
+    def for_dtype(dtype_char: str) -> _CuBlasGemm | None:
+        """The gemm for float32 ('f') or float64 ('d'); None for other dtypes or where the
+        binding is missing (gemm falls back to cupy.matmul)."""
+        if dtype_char not in "fd":
+            return None
+        try:
+            return _CuBlasGemm(dtype_char)
+        except (ImportError, AttributeError):
+            return None
+
+    def __call__(
+        self,
+        op_a: int,
+        op_b: int,
+        m: int,
+        n: int,
+        k: int,
+        A: Any,
+        lda: int,
+        B: Any,
+        ldb: int,
+        C: Any,
+        ldc: int,
+    ) -> None:
+        handle = self.handle()
+        self.cublas.setPointerMode(handle, self.cublas.CUBLAS_POINTER_MODE_HOST)
+        self.function(
+            handle,
+            op_a,
+            op_b,
+            m,
+            n,
+            k,
+            self.alpha,
+            A.data.ptr,
+            lda,
+            B.data.ptr,
+            ldb,
+            self.beta,
+            C.data.ptr,
+            ldc,
+        )
 
 
 def keep_freed_memory() -> bool:

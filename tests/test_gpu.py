@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -97,7 +98,120 @@ def test_take_columns_matches_fancy_indexing() -> None:
     np.testing.assert_array_equal(out, table[:, ids])
 
 
+def column_major(start: np.ndarray, rows: int, cols: int, ld: int) -> np.ndarray:
+    """The column-major matrix (leading dimension ld) that BLAS sees at `start`'s first element."""
+    item = start.itemsize
+    return np.lib.stride_tricks.as_strided(start, shape=(rows, cols), strides=(item, ld * item))
+
+
+def column_major_gemm(
+    op_x: int,
+    op_y: int,
+    m: int,
+    n: int,
+    k: int,
+    X: np.ndarray,
+    ldx: int,
+    Y: np.ndarray,
+    ldy: int,
+    C: np.ndarray,
+    ldc: int,
+) -> None:
+    """What cuBLAS gemm does with these arguments (alpha 1, beta 0), on NumPy buffers."""
+    x = column_major(X, *((m, k) if op_x == 0 else (k, m)), ldx)
+    y = column_major(Y, *((k, n) if op_y == 0 else (n, k)), ldy)
+    column_major(C, m, n, ldc)[...] = (x if op_x == 0 else x.T) @ (y if op_y == 0 else y.T)
+
+
+def gemm_layouts(seed: int, xp: Any = np, dtype: Any = np.float64) -> list[tuple[Any, ...]]:
+    """(a, b, out) in the layouts the cells pass: contiguous, a transposed view, strided column
+    views of a window (T+1 blocks of N columns), a row block of fused weights, N = 1."""
+    rng = np.random.default_rng(seed)
+    M, K, N, T = 12, 5, 3, 4
+
+    def normal(*shape: int) -> Any:
+        return xp.asarray(rng.standard_normal(shape).astype(dtype))
+
+    W, window = normal(M, K), normal(K, (T + 1) * N)
+    out_window = xp.zeros((M, T * N), dtype=dtype)
+    return [
+        (W, normal(K, N), xp.zeros((M, N), dtype=dtype)),
+        (xp.ascontiguousarray(W.T).T, window[:, N : 2 * N], out_window[:, N : 2 * N]),
+        (W, normal(N, K).T, xp.zeros((M, N), dtype=dtype)),
+        (W[4:8], window[:, :N], xp.zeros((4, N), dtype=dtype)),
+        (W, normal(K, 1), xp.zeros((M, 1), dtype=dtype)),
+    ]
+
+
+def test_blas_arguments_compute_a_matmul_in_place() -> None:
+    """The stride arithmetic behind the GPU's direct cuBLAS calls, checked on the CPU."""
+    for a, b, out in gemm_layouts(3):
+        args = backend.blas_arguments(a, b, out)
+        assert args is not None
+        column_major_gemm(*args)
+        np.testing.assert_allclose(out, a @ b, rtol=1e-12)
+    overlapping = np.lib.stride_tricks.as_strided(np.zeros(8), shape=(4, 4), strides=(8, 8))
+    assert backend.blas_arguments(overlapping, np.zeros((4, 2)), np.zeros((4, 2))) is None
+
+
 # ---------------------------------------------------------------- GPU: on the GPU machine
+@needs_gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_calls_cublas_in_place_and_matches_matmul(dtype: type) -> None:
+    import cupy as cp
+
+    assert backend._CuBlasGemm.for_dtype(np.dtype(dtype).char) is not None  # the fast path
+    for a, b, out in gemm_layouts(4, cp, dtype):
+        assert backend.blas_arguments(a, b, out) is not None  # read in place, no copy
+        backend.gemm(a, b, out)
+        np.testing.assert_allclose(cp.asnumpy(out), cp.asnumpy(a) @ cp.asnumpy(b), rtol=1e-5)
+
+
+@needs_gpu
+@pytest.mark.gpu
+def test_fused_kernels_read_and_write_strided_views() -> None:
+    """The cells pass per-step column views (h into the window's columns, dA<t> into dA2)."""
+    import cupy as cp
+
+    from charlm.cells.lstm import LSTM
+
+    rng = np.random.default_rng(2)
+    H, N, T = 8, 3, 5
+    cell = LSTM(H)
+    a, wh = rng.standard_normal((4 * H, N)), rng.standard_normal((4 * H, N))
+    cprev = rng.standard_normal((H, N))
+    want = [np.empty((H, N)) for _ in range(3)]
+    a_np = a.copy()
+    cell._advance(a_np, wh.copy(), cprev, *want)
+    hcols = cp.zeros((H, (T + 1) * N))
+    outs = [cp.empty((H, N)), cp.empty((H, N)), hcols[:, 2 * N : 3 * N]]
+    a_cp = cp.asarray(a)
+    assert fused.lstm_forward(a_cp, cp.asarray(wh), cp.asarray(cprev), *outs)
+    for got, w in zip(outs, want, strict=True):
+        np.testing.assert_allclose(cp.asnumpy(got), w, rtol=1e-12, atol=1e-12)
+    assert not cp.asnumpy(hcols[:, : 2 * N]).any()  # nothing written outside the view
+    tc, dout, dh, dc = (rng.standard_normal((H, N)) for _ in range(4))
+    da_np, dc_np = np.empty((4 * H, N)), dc.copy()
+    cell._retreat(a_np, tc, cprev, dout, dh.copy(), dc_np, da_np, np.empty((4 * H, N)))
+    dA2 = cp.zeros((4 * H, T * N))
+    dcols = cp.zeros((H, T * N))
+    dcols[:, N : 2 * N] = cp.asarray(dout)
+    dc_cp = cp.asarray(dc)
+    assert fused.lstm_backward(
+        a_cp,
+        cp.asarray(tc),
+        cp.asarray(cprev),
+        dcols[:, N : 2 * N],
+        cp.asarray(dh),
+        dc_cp,
+        dA2[:, 3 * N : 4 * N],
+    )
+    np.testing.assert_allclose(cp.asnumpy(dA2[:, 3 * N : 4 * N]), da_np, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(cp.asnumpy(dc_cp), dc_np, rtol=1e-10, atol=1e-12)
+    assert not cp.asnumpy(dA2[:, : 3 * N]).any()
+
+
 @needs_gpu
 @pytest.mark.gpu
 def test_fused_lstm_kernels_match_the_numpy_expressions() -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from charlm.backend import xp_of
+from charlm.backend import gemm, xp_of
 from charlm.cells import common
 from charlm.ops import project_inputs, project_inputs_backward, sigmoid, time_columns
 
@@ -65,18 +65,18 @@ class GRU:
         H = self.H
         Wh = params["Wh"]
         if self.reset_after:
-            xp.matmul(Wh, hprev, out=tmp)
+            gemm(Wh, hprev, tmp)
             xp.add(tmp[2 * H :], params["bhn"][:, None], out=rh)
             a[: 2 * H] += tmp[: 2 * H]
             sigmoid(a[: 2 * H], out=a[: 2 * H])
             xp.multiply(a[H : 2 * H], rh, out=tmp[:H])  # Gamma_r * (W_cc c + b_hn)
             a[2 * H :] += tmp[:H]
         else:
-            xp.matmul(Wh[: 2 * H], hprev, out=tmp[: 2 * H])
+            gemm(Wh[: 2 * H], hprev, tmp[: 2 * H])
             a[: 2 * H] += tmp[: 2 * H]
             sigmoid(a[: 2 * H], out=a[: 2 * H])
             xp.multiply(a[H : 2 * H], hprev, out=rh)  # Gamma_r * c<t-1>
-            xp.matmul(Wh[2 * H :], rh, out=tmp[:H])
+            gemm(Wh[2 * H :], rh, tmp[:H])
             a[2 * H :] += tmp[:H]
         xp.tanh(a[2 * H :], out=a[2 * H :])
         # c = c_prev + Gamma_u (c~ - c_prev)
@@ -141,7 +141,7 @@ class GRU:
                 xp.multiply(da[2 * H :], r, out=dgates[2 * H :])
             else:
                 # c~ = tanh(Wc (r * c_prev) + ..):  d(r c_prev) = Wc^T dA_c
-                xp.matmul(WcT, da[2 * H :], out=t1)
+                gemm(WcT, da[2 * H :], t1)
                 xp.multiply(t1, hprev, out=dgates[H : 2 * H])  # d r
                 t1 *= r  # the part of d c_prev through r * c_prev
             xp.subtract(1, a[: 2 * H], out=t2)  # sigma' = s (1 - s) for u and r together
@@ -151,10 +151,10 @@ class GRU:
             xp.subtract(1, u, out=t2[:H])
             dh *= t2[:H]
             if after:
-                xp.matmul(WhT, dgates, out=t2[:H])
+                gemm(WhT, dgates, t2[:H])
             else:
                 dh += t1
-                xp.matmul(WurT, dgates[: 2 * H], out=t2[:H])
+                gemm(WurT, dgates[: 2 * H], t2[:H])
             dh += t2[:H]
             if keep is not None:
                 dh *= keep[t]

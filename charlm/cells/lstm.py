@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from charlm.backend import xp_of
+from charlm.backend import gemm, xp_of
 from charlm.cells import common, fused
 from charlm.ops import (
     column_sequence,
@@ -88,8 +88,6 @@ class LSTM:
 
         dh, dc arrive from step t+1, dout from the layer above; scratch is (4H, N).
         """
-        if fused.lstm_backward(a, tc, cprev, dout, dh, dc, da):  # one GPU kernel under CuPy
-            return
         xp = xp_of(a)
         H = self.H
         u, f, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
@@ -138,7 +136,7 @@ class LSTM:
         for t in range(T):
             hprev = common.effective_prev(hcols[:, t * N : (t + 1) * N], t, keep, hp)
             cprev = common.effective_prev(cs[t], t, keep, cp)
-            xp.matmul(Wh, hprev, out=tmp)
+            gemm(Wh, hprev, tmp)
             self._advance(A[t], tmp, cprev, cs[t + 1], tcs[t], hcols[:, (t + 1) * N : (t + 2) * N])
         cache = {
             "x": x,
@@ -172,9 +170,13 @@ class LSTM:
         WhT = xp.ascontiguousarray(Wh.T)  # a plain (not transposed) GEMM operand is faster
         for t in range(T - 1, -1, -1):
             cprev = cache["cs"][t] if keep is None else cache["cp"][t]
-            self._retreat(A[t], tcs[t], cprev, dout[t], dh, dc, da, scratch)
-            xp.matmul(WhT, da, out=dh)  # da<t-1> = Wh^T dA
-            dA2[:, t * N : (t + 1) * N] = da
+            column = dA2[:, t * N : (t + 1) * N]
+            if fused.lstm_backward(A[t], tcs[t], cprev, dout[t], dh, dc, column):
+                gemm(WhT, column, dh)  # GPU: one kernel wrote dA<t> straight into its column
+            else:
+                self._retreat(A[t], tcs[t], cprev, dout[t], dh, dc, da, scratch)
+                gemm(WhT, da, dh)  # da<t-1> = Wh^T dA
+                column[...] = da  # NumPy: the elementwise work is faster on a contiguous da
             if keep is not None:
                 dh *= keep[t]
                 dc *= keep[t]

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from charlm.backend import xp_of
+from charlm.backend import gemm, xp_of
 from charlm.cells import common
 from charlm.ops import (
     activate,
@@ -49,8 +49,7 @@ class RNN:
 
     def _advance(self, a: Array, hprev: Array, Wh: Array, h: Array) -> None:
         """h = g(a + Wh hprev), with a = Wx x<t> + b."""
-        xp = xp_of(a)
-        xp.matmul(Wh, hprev, out=h)
+        gemm(Wh, hprev, h)
         h += a
         activate(self.activation, h, out=h)
 
@@ -84,7 +83,7 @@ class RNN:
         for t in range(T - 1, -1, -1):
             dh += dout[t]
             activate_backward(self.activation, hs[t + 1], dh, out=dA[t])  # dA = dh g'
-            xp.matmul(WhT, dA[t], out=dh)  # da<t-1> = W_aa^T dA
+            gemm(WhT, dA[t], dh)  # da<t-1> = W_aa^T dA
             if keep is not None:
                 dh *= keep[t]
         dA2 = time_columns(dA)  # (H, T*N), shared by both weight gradients
