@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from collections.abc import Callable
 from functools import cache
 from types import ModuleType
 from typing import Any
@@ -92,12 +93,23 @@ def gemm(a: Any, b: Any, out: Any) -> Any:
     """
     if isinstance(a, np.ndarray):
         return np.matmul(a, b, out=out)
-    blas = _CuBlasGemm.for_dtype(a.dtype.char)
+    blas = cublas_gemm(a.dtype)
     args = blas_arguments(a, b, out)
     if blas is None or args is None:
         return xp_of(a).matmul(a, b, out=out)  # an unusual layout or dtype: CuPy copies
-    blas(*args)
+    blas(*device_pointers(args))
     return out
+
+
+def device_pointers(args: tuple[Any, ...]) -> list[Any]:
+    """`args` with each CuPy array replaced by the address of its first element."""
+    return [x.data.ptr if hasattr(x, "data") and hasattr(x.data, "ptr") else x for x in args]
+
+
+def cublas_gemm(dtype: Any) -> Callable[..., None] | None:
+    """cuBLAS's column-major gemm for float32/float64 taking device pointers: call it with the
+    `device_pointers` of `blas_arguments`. None for other dtypes or without CuPy's binding."""
+    return _CuBlasGemm.for_dtype(np.dtype(dtype).char)
 
 
 def blas_arguments(a: Any, b: Any, out: Any) -> tuple[Any, ...] | None:
@@ -155,37 +167,13 @@ class _CuBlasGemm:
             return None
 
     def __call__(
-        self,
-        op_a: int,
-        op_b: int,
-        m: int,
-        n: int,
-        k: int,
-        A: Any,
-        lda: int,
-        B: Any,
-        ldb: int,
-        C: Any,
-        ldc: int,
-    ) -> None:
+        self, op_a: int, op_b: int, m: int, n: int, k: int,
+        A: int, lda: int, B: int, ldb: int, C: int, ldc: int,
+    ) -> None:  # fmt: skip
+        """C = op(A) op(B), column-major, A/B/C device pointers."""
         handle = self.handle()
         self.cublas.setPointerMode(handle, self.cublas.CUBLAS_POINTER_MODE_HOST)
-        self.function(
-            handle,
-            op_a,
-            op_b,
-            m,
-            n,
-            k,
-            self.alpha,
-            A.data.ptr,
-            lda,
-            B.data.ptr,
-            ldb,
-            self.beta,
-            C.data.ptr,
-            ldc,
-        )
+        self.function(handle, op_a, op_b, m, n, k, self.alpha, A, lda, B, ldb, self.beta, C, ldc)
 
 
 def keep_freed_memory() -> bool:

@@ -252,22 +252,30 @@ def test_fused_lstm_kernels_match_the_numpy_expressions() -> None:
 @needs_gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-def test_gpu_loss_and_gradients_match_cpu(cell: str) -> None:
+@pytest.mark.parametrize("with_resets", [True, False])  # LSTM: step loop / fused.py windows
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpu_loss_and_gradients_match_cpu(cell: str, with_resets: bool, dtype: type) -> None:
     import cupy as cp
 
     model = CharModel(spec(cell), 20)
-    params = model.init_params(np.random.default_rng(0), np.float32)
+    params = model.init_params(np.random.default_rng(0), dtype)
     rng = np.random.default_rng(1)
     x, y = rng.integers(0, 20, (4, 12)), rng.integers(0, 20, (4, 12))
-    resets = rng.random((4, 12)) < 0.2
-    loss, grads, _, _ = model.loss(params, x, y, model.initial_state(4), resets)
+    state = [tuple(rng.standard_normal(s.shape).astype(dtype) for s in st)
+             for st in model.initial_state(4, dtype)]  # fmt: skip
+    resets = rng.random((4, 12)) < 0.2 if with_resets else None
+    loss, grads, _, dstate = model.loss(params, x, y, state, resets)
     gp = {k: cp.asarray(v) for k, v in params.items()}
-    gloss, ggrads, _, _ = model.loss(
-        gp, cp.asarray(x), cp.asarray(y), model.initial_state(4, np.float32, cp), cp.asarray(resets)
-    )
-    assert abs(gloss - loss) < 1e-5
+    gstate = [tuple(cp.asarray(s) for s in st) for st in state]
+    gresets = None if resets is None else cp.asarray(resets)
+    gloss, ggrads, _, gdstate = model.loss(gp, cp.asarray(x), cp.asarray(y), gstate, gresets)
+    rtol, atol = (1e-3, 1e-5) if dtype == np.float32 else (1e-9, 1e-12)
+    assert abs(gloss - loss) < 10 * atol
     for k in grads:
-        np.testing.assert_allclose(cp.asnumpy(ggrads[k]), grads[k], rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(cp.asnumpy(ggrads[k]), grads[k], rtol=rtol, atol=atol)
+    for got, want in zip(gdstate, dstate, strict=True):
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(cp.asnumpy(g), w, rtol=rtol, atol=atol)
 
 
 @needs_gpu

@@ -132,12 +132,15 @@ class LSTM:
         keep = common.keep_mask(resets, Wh.dtype)
         hp = common.masked_store(keep, Wh, H, T, N)
         cp = common.masked_store(keep, Wh, H, T, N)
-        tmp = xp.empty((4 * H, N), dtype=Wh.dtype)
-        for t in range(T):
-            hprev = common.effective_prev(hcols[:, t * N : (t + 1) * N], t, keep, hp)
-            cprev = common.effective_prev(cs[t], t, keep, cp)
-            gemm(Wh, hprev, tmp)
-            self._advance(A[t], tmp, cprev, cs[t + 1], tcs[t], hcols[:, (t + 1) * N : (t + 2) * N])
+        # On a GPU (and no resets) fused.py runs this loop at two launches a step.
+        if keep is not None or not fused.lstm_forward_window(Wh, A, hcols, cs, tcs):
+            tmp = xp.empty((4 * H, N), dtype=Wh.dtype)
+            for t in range(T):
+                hprev = common.effective_prev(hcols[:, t * N : (t + 1) * N], t, keep, hp)
+                cprev = common.effective_prev(cs[t], t, keep, cp)
+                gemm(Wh, hprev, tmp)
+                h = hcols[:, (t + 1) * N : (t + 2) * N]
+                self._advance(A[t], tmp, cprev, cs[t + 1], tcs[t], h)
         cache = {
             "x": x,
             "params": params,
@@ -165,21 +168,24 @@ class LSTM:
         dA2 = xp.empty((4 * H, T * N), dtype=Wh.dtype)  # dA in column layout, for the GEMMs
         dh = xp.zeros((H, N), dtype=Wh.dtype)
         dc = xp.zeros((H, N), dtype=Wh.dtype)
-        da = xp.empty((4 * H, N), dtype=Wh.dtype)
-        scratch = xp.empty((4 * H, N), dtype=Wh.dtype)
         WhT = xp.ascontiguousarray(Wh.T)  # a plain (not transposed) GEMM operand is faster
-        for t in range(T - 1, -1, -1):
-            cprev = cache["cs"][t] if keep is None else cache["cp"][t]
-            column = dA2[:, t * N : (t + 1) * N]
-            if fused.lstm_backward(A[t], tcs[t], cprev, dout[t], dh, dc, column):
-                gemm(WhT, column, dh)  # GPU: one kernel wrote dA<t> straight into its column
-            else:
-                self._retreat(A[t], tcs[t], cprev, dout[t], dh, dc, da, scratch)
-                gemm(WhT, da, dh)  # da<t-1> = Wh^T dA
-                column[...] = da  # NumPy: the elementwise work is faster on a contiguous da
-            if keep is not None:
-                dh *= keep[t]
-                dc *= keep[t]
+        cs = cache["cs"]
+        # On a GPU (and no resets) fused.py runs this loop at two launches a step.
+        if keep is not None or not fused.lstm_backward_window(WhT, A, tcs, cs, dout, dh, dc, dA2):
+            da = xp.empty((4 * H, N), dtype=Wh.dtype)
+            scratch = xp.empty((4 * H, N), dtype=Wh.dtype)
+            for t in range(T - 1, -1, -1):
+                cprev = cs[t] if keep is None else cache["cp"][t]
+                column = dA2[:, t * N : (t + 1) * N]
+                if fused.lstm_backward(A[t], tcs[t], cprev, dout[t], dh, dc, column):
+                    gemm(WhT, column, dh)  # GPU: the kernel wrote dA<t> straight into its column
+                else:
+                    self._retreat(A[t], tcs[t], cprev, dout[t], dh, dc, da, scratch)
+                    gemm(WhT, da, dh)  # da<t-1> = Wh^T dA
+                    column[...] = da  # NumPy: the elementwise work is faster on a contiguous da
+                if keep is not None:
+                    dh *= keep[t]
+                    dc *= keep[t]
         hp = cache["hp"]
         hprev = cache["hcols"][:, : T * N] if hp is None else time_columns(hp)
         dWh = dA2 @ hprev.T
