@@ -193,7 +193,7 @@ def test_fused_kernels_read_and_write_strided_views() -> None:
     assert not cp.asnumpy(hcols[:, : 2 * N]).any()  # nothing written outside the view
     tc, dout, dh, dc = (rng.standard_normal((H, N)) for _ in range(4))
     da_np, dc_np = np.empty((4 * H, N)), dc.copy()
-    cell._retreat(a_np, tc, cprev, dout, dh.copy(), dc_np, da_np, np.empty((4 * H, N)))
+    cell._retreat(a_np, tc, cprev, dout, dh.copy(), dc_np, da_np, np.empty((7 * H, N)))
     dA2 = cp.zeros((4 * H, T * N))
     dcols = cp.zeros((H, T * N))
     dcols[:, N : 2 * N] = cp.asarray(dout)
@@ -234,7 +234,7 @@ def test_fused_lstm_kernels_match_the_numpy_expressions() -> None:
         np.testing.assert_allclose(cp.asnumpy(got), want, rtol=1e-12, atol=1e-12)
     tc, dout, dh, dc = (rng.standard_normal((H, N)) for _ in range(4))
     da_np, dh_np, dc_np = np.empty((4 * H, N)), dh.copy(), dc.copy()
-    cell._retreat(a_np, tc, cprev, dout, dh_np, dc_np, da_np, np.empty((4 * H, N)))
+    cell._retreat(a_np, tc, cprev, dout, dh_np, dc_np, da_np, np.empty((7 * H, N)))
     da_cp, dc_cp = cp.empty((4 * H, N)), cp.asarray(dc)
     assert fused.lstm_backward(
         cp.asarray(a_np),

@@ -86,12 +86,14 @@ class LSTM:
     ) -> None:
         """Gate gradients of one step into da (4H, N); dc becomes dLoss/dc<t-1>.
 
-        dh, dc arrive from step t+1, dout from the layer above; scratch is (4H, N).
+        dh, dc arrive from step t+1, dout from the layer above; scratch is (7H, N). da may be a
+        strided view (the step's columns of dA2): it is written once, by the last two products,
+        which saves copying a contiguous result there.
         """
         xp = xp_of(a)
         H = self.H
         u, f, o, g = a[:H], a[H : 2 * H], a[2 * H : 3 * H], a[3 * H :]
-        t1, s3 = scratch[:H], scratch[H:]
+        t1, s3, raw = scratch[:H], scratch[H : 4 * H], scratch[4 * H : 7 * H]
         dh += dout
         # dc += dh * o * (1 - tanh(c)^2): a<t> = o tanh(c<t>)
         xp.multiply(tc, tc, out=t1)
@@ -100,12 +102,12 @@ class LSTM:
         t1 *= dh
         dc += t1
         # raw gate gradients, then times sigma' = s (1 - s) for the three sigmoids at once
-        xp.multiply(dc, g, out=da[:H])  # d u = dc * c~
-        xp.multiply(dc, cprev, out=da[H : 2 * H])  # d f = dc * c<t-1>
-        xp.multiply(dh, tc, out=da[2 * H : 3 * H])  # d o = da * tanh(c)
+        xp.multiply(dc, g, out=raw[:H])  # d u = dc * c~
+        xp.multiply(dc, cprev, out=raw[H : 2 * H])  # d f = dc * c<t-1>
+        xp.multiply(dh, tc, out=raw[2 * H :])  # d o = da * tanh(c)
         xp.subtract(1, a[: 3 * H], out=s3)
         s3 *= a[: 3 * H]
-        da[: 3 * H] *= s3
+        xp.multiply(raw, s3, out=da[: 3 * H])
         # d c~ = dc * u, times tanh' = 1 - c~^2
         xp.multiply(g, g, out=t1)
         xp.subtract(1, t1, out=t1)
@@ -172,17 +174,13 @@ class LSTM:
         cs = cache["cs"]
         # On a GPU (and no resets) fused.py runs this loop at two launches a step.
         if keep is not None or not fused.lstm_backward_window(WhT, A, tcs, cs, dout, dh, dc, dA2):
-            da = xp.empty((4 * H, N), dtype=Wh.dtype)
-            scratch = xp.empty((4 * H, N), dtype=Wh.dtype)
+            scratch = xp.empty((7 * H, N), dtype=Wh.dtype)
             for t in range(T - 1, -1, -1):
                 cprev = cs[t] if keep is None else cache["cp"][t]
-                column = dA2[:, t * N : (t + 1) * N]
-                if fused.lstm_backward(A[t], tcs[t], cprev, dout[t], dh, dc, column):
-                    gemm(WhT, column, dh)  # GPU: the kernel wrote dA<t> straight into its column
-                else:
-                    self._retreat(A[t], tcs[t], cprev, dout[t], dh, dc, da, scratch)
-                    gemm(WhT, da, dh)  # da<t-1> = Wh^T dA
-                    column[...] = da  # NumPy: the elementwise work is faster on a contiguous da
+                column = dA2[:, t * N : (t + 1) * N]  # dA<t> goes straight to its columns
+                if not fused.lstm_backward(A[t], tcs[t], cprev, dout[t], dh, dc, column):
+                    self._retreat(A[t], tcs[t], cprev, dout[t], dh, dc, column, scratch)
+                gemm(WhT, column, dh)  # da<t-1> = Wh^T dA
                 if keep is not None:
                     dh *= keep[t]
                     dc *= keep[t]
