@@ -71,7 +71,7 @@ def evaluate_ids(
         resets = None if batch.resets is None else xp.asarray(batch.resets)
         logits, state, _ = model.forward(params, x, state, resets)
         loss, _, losses = softmax_cross_entropy(logits.reshape(model.V, T * N), y.T.reshape(-1))
-        total += loss * T * N
+        total += float(loss) * T * N
         count += T * N
         if keep_losses:
             kept.append(to_numpy(losses).reshape(T, N))

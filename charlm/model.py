@@ -169,7 +169,7 @@ class CharModel:
         xp = xp_of(logits)
         loss, dlogits, _ = softmax_cross_entropy(logits.reshape(self.V, T * N), xp.asarray(targets))
         dstate, grads = self.backward(dlogits.reshape(self.V, T, N), cache)
-        return loss, grads, new_state, dstate
+        return float(loss), grads, new_state, dstate  # read after backward is queued
 
     def stepper(self, params: dict[str, Array]) -> Callable[[Array, State], tuple[Array, State]]:
         """`step` for a fixed set of parameters, for sampling loops: the per-layer parameter

@@ -122,12 +122,14 @@ def project_inputs_backward(dA2: Array, x: Array, Wx: Array) -> tuple[Array | No
     return dx, dWx, db
 
 
-def softmax_cross_entropy(logits: Array, targets: Array) -> tuple[float, Array, Array]:
+def softmax_cross_entropy(logits: Array, targets: Array) -> tuple[Array, Array, Array]:
     """Mean cross-entropy  L = -(1/M) sum_m log softmax(z_m)[y_m]  and its gradient.
 
     logits: (V, M) -- one column per position; targets: (M,) ids.
-    Returns (loss in nats per position, dlogits (V, M) = (softmax(z) - one_hot(y)) / M,
-    per-position losses (M,)). `logits` is overwritten (it becomes dlogits) to save memory.
+    Returns (loss in nats per position as a 0-d array, dlogits (V, M) = (softmax(z) -
+    one_hot(y)) / M, per-position losses (M,)). `logits` is overwritten (it becomes dlogits)
+    to save memory. The loss stays an array so that on a GPU reading it (float()) can wait
+    until the backward pass is queued too: each read waits for the device to catch up.
     """
     xp = xp_of(logits)
     V, M = logits.shape
@@ -140,7 +142,7 @@ def softmax_cross_entropy(logits: Array, targets: Array) -> tuple[float, Array, 
     logits *= 1.0 / total  # probabilities
     logits[targets, cols] -= 1.0
     logits *= 1.0 / M
-    return float(losses.mean()), logits, losses
+    return losses.mean(), logits, losses
 
 
 def log_softmax(logits: Array) -> Array:

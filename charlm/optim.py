@@ -28,11 +28,11 @@ SCHEDULES = ("constant", "step", "cosine")
 
 def global_norm(grads: dict[str, Array]) -> float:
     """sqrt of the sum of squares of every gradient entry."""
-    total = 0.0
+    squares = []
     for g in grads.values():
         flat = g.reshape(-1)
-        total += float(xp_of(g).dot(flat, flat))
-    return math.sqrt(total)
+        squares.append(xp_of(g).dot(flat, flat))
+    return math.sqrt(sum(float(s) for s in squares))  # read once all are queued (GPU)
 
 
 def clip_gradients(grads: dict[str, Array], clip: float, kind: str) -> float:
