@@ -87,6 +87,10 @@ def test_fused_kernels_decline_numpy_arrays() -> None:
     h = np.zeros((2, 2))
     assert fused.lstm_forward(a, a.copy(), h, h, h, h) is False
     assert fused.lstm_backward(a, h, h, h, h, h, a) is False
+    A, seq = np.zeros((3, 8, 2)), np.zeros((4, 2, 2))
+    wh, cols = np.zeros((8, 2)), np.zeros((2, 8))
+    assert fused.lstm_forward_window(wh, A, cols, seq, seq[1:]) is False
+    assert fused.lstm_backward_window(wh.T, A, seq[1:], seq, seq[1:], h, h, cols) is False
 
 
 def test_take_columns_matches_fancy_indexing() -> None:

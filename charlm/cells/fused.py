@@ -7,6 +7,8 @@ so the cell runs its plain array code there. They are raw kernels that take each
 operand as a pointer and its row stride, so a step reads and writes the strided per-step
 views of a window in column layout in place, and a launch costs little Python: on a GPU the
 recurrence is bound by how fast Python issues the hundreds of small launches of a window.
+For the same reason `lstm_forward_window`/`lstm_backward_window` run a whole window's loop
+(without resets) at two launches a step, the recurrent product and the gate kernel.
 Compiled on first use, once per dtype.
 """
 
@@ -88,6 +90,11 @@ def _kernels(dtype_char: str) -> tuple[Any, Any]:
     )
 
 
+def _grid(H: int, N: int) -> tuple[tuple[int], tuple[int]]:
+    """CUDA grid and block sizes for one thread per element of an (H, N) state."""
+    return ((H * N + _BLOCK - 1) // _BLOCK,), (_BLOCK,)
+
+
 def _launch(kernel_index: int, arrays: tuple[Array, ...], H: int, N: int) -> bool:
     """Run a kernel over the (H, N) elements; False (nothing run) when an operand's rows are
     not contiguous or the dtype is not float32/float64, so the caller takes its array code."""
@@ -99,9 +106,7 @@ def _launch(kernel_index: int, arrays: tuple[Array, ...], H: int, N: int) -> boo
         if x.dtype != dtype or x.strides[1] != x.itemsize:
             return False
         strides.append(np.int64(x.strides[0] // x.itemsize))
-    blocks = (H * N + _BLOCK - 1) // _BLOCK
-    kernel = _kernels(dtype.char)[kernel_index]
-    kernel((blocks,), (_BLOCK,), (*arrays, np.int64(H), np.int64(N), *strides))
+    _kernels(dtype.char)[kernel_index](*_grid(H, N), (*arrays, np.int64(H), np.int64(N), *strides))
     return True
 
 
@@ -143,10 +148,6 @@ def _contiguous_floats(*arrays: Array) -> bool:
         and dtype.char in "fd"
         and all(x.dtype == dtype and x.flags.c_contiguous for x in arrays)
     )
-
-
-def _grid(H: int, N: int) -> tuple[tuple[int], tuple[int]]:
-    return ((H * N + _BLOCK - 1) // _BLOCK,), (_BLOCK,)
 
 
 def _ints(*values: int) -> list[np.int64]:
