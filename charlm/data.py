@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from charlm.errors import CharlmError
+from charlm.fileio import read_bytes
 from charlm.vocab import Vocab
 
 _BOM = b"\xef\xbb\xbf"
@@ -22,15 +23,7 @@ _BOM = b"\xef\xbb\xbf"
 
 def read_text(path: str | os.PathLike[str]) -> str:
     """The text of a UTF-8 file, with CRLF and lone CR turned into "\\n" and any BOM dropped."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise CharlmError(f"file not found: {path}") from None
-    except IsADirectoryError:
-        raise CharlmError(f"{path} is a directory, not a text file") from None
-    except OSError as exc:
-        raise CharlmError(f"cannot read {path}: {exc.strerror or exc}") from None
+    raw = read_bytes(path, "text file")
     skip = len(_BOM) if raw.startswith(_BOM) else 0
     try:
         # A memoryview slice drops the BOM without copying the whole file.

@@ -9,6 +9,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from charlm.errors import CharlmError
+
+
+def read_bytes(
+    path: str | os.PathLike[str], what: str, error: type[CharlmError] = CharlmError
+) -> bytes:
+    """The bytes of `path`. A missing file, a directory or an unreadable file is a one-line
+    `error` that names `what` the file should be ("vocabulary file") and the path."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise error(f"{path} is a directory, not a {what}") from None
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
 
 def write_atomic(path: str | os.PathLike[str], data: bytes | Callable[[BinaryIO], object]) -> None:
     """Write `data` (bytes, or a function writing to a binary file) to `path` atomically.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charlm.errors import CharlmError
+from charlm.fileio import read_bytes
 
 Points = list[tuple[float, float]]  # (step, loss)
 
@@ -30,15 +31,9 @@ def read_metrics(path: str | os.PathLike[str]) -> Curves:
     """The loss curves in `path`; a CharlmError if it is missing, empty or not JSON lines."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CharlmError(f"{path}: metrics file not found") from None
-    except IsADirectoryError:
-        raise CharlmError(f"{path}: is a directory, not a metrics file") from None
+        text = read_bytes(path, "metrics file").decode("utf-8")
     except UnicodeDecodeError:
         raise CharlmError(f"{path}: not a text file (invalid UTF-8)") from None
-    except OSError as exc:
-        raise CharlmError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not text.strip():
         raise CharlmError(f"{path}: empty metrics file (nothing logged yet?)")
     train: Points = []

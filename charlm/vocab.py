@@ -17,7 +17,7 @@ import numpy as np
 
 from charlm.backend import to_numpy
 from charlm.errors import VocabError
-from charlm.fileio import write_atomic
+from charlm.fileio import read_bytes, write_atomic
 
 UNK = "<UNK>"
 EOS = "<EOS>"
@@ -285,14 +285,7 @@ class Vocab:
     def load(cls, path: str | os.PathLike[str]) -> Vocab:
         """Read a vocabulary written by `save`; every problem is a one-line `VocabError`."""
         path = Path(path)
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise VocabError(f"vocabulary file not found: {path}") from None
-        except IsADirectoryError:
-            raise VocabError(f"vocabulary path is a directory: {path}") from None
-        except OSError as exc:
-            raise VocabError(f"cannot read vocabulary {path}: {exc.strerror or exc}") from None
+        raw = read_bytes(path, "vocabulary file", VocabError)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
