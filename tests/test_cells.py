@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from charlm.cells import make_cell
+from charlm.gradcheck import central_difference
 from charlm.ops import (
     activate,
     activate_backward,
@@ -150,13 +151,7 @@ def numerical_gradient(f, arr: np.ndarray, h: float = 1e-6) -> np.ndarray:
     grad = np.zeros_like(arr)
     flat, gflat = arr.reshape(-1), grad.reshape(-1)
     for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + h
-        plus = f()
-        flat[i] = old - h
-        minus = f()
-        flat[i] = old
-        gflat[i] = (plus - minus) / (2 * h)
+        gflat[i] = central_difference(f, flat, i, h)
     return grad
 
 
