@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from _cli_contract import DATA, TINY, assert_cli_outcome, temp_files
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -67,16 +67,27 @@ def train_ids_length(text: str, mode: str) -> int:
     return int(n * (1.0 - VAL_FRACTION))
 
 
+def invoke_on(raw: bytes, corpus: Path, args: list[str], workdir: Path) -> tuple[Result, bool]:
+    """Write `raw` to `corpus` and run the CLI: the outcome must keep the one-line contract and
+    leave no temp file. Returns the result and whether it succeeded."""
+    corpus.write_bytes(raw)
+    result = CliRunner().invoke(cli, args)
+    ok = assert_cli_outcome(result)
+    assert not temp_files(workdir)
+    return result, ok
+
+
+def train_args(corpus: Path, mode: str, run: Path) -> list[str]:
+    """`charlm train` of `corpus` with the tiny test model, in `mode`, into `run`."""
+    return ["train", str(corpus), *TINY, "--set", f"data.mode={mode}", "--run-dir", str(run)]
+
+
 def check_vocab_build(raw: bytes, mode: str, workdir: Path) -> None:
     corpus, out = workdir / "corpus.txt", workdir / f"vocab-{mode}.json"
-    corpus.write_bytes(raw)
-    result = CliRunner().invoke(
-        cli, ["vocab", "build", str(corpus), "-o", str(out), "--mode", mode]
-    )
-    ok = assert_cli_outcome(result)
+    args = ["vocab", "build", str(corpus), "-o", str(out), "--mode", mode]
+    result, ok = invoke_on(raw, corpus, args, workdir)
     text = expected_text(raw)
     assert ok == (text is not None), (result.exit_code, result.stderr)
-    assert not temp_files(workdir)
     if not ok:
         assert not out.exists(), "a failed vocab build left an output file"
         valid = is_utf8(raw)
@@ -94,11 +105,7 @@ def check_vocab_build(raw: bytes, mode: str, workdir: Path) -> None:
 
 def check_train(raw: bytes, mode: str, workdir: Path) -> Path | None:
     corpus, run = workdir / "corpus.txt", workdir / f"run-{mode}"
-    corpus.write_bytes(raw)
-    args = ["train", str(corpus), *TINY, "--set", f"data.mode={mode}", "--run-dir", str(run)]
-    result = CliRunner().invoke(cli, args)
-    ok = assert_cli_outcome(result)
-    assert not temp_files(workdir)
+    result, ok = invoke_on(raw, corpus, train_args(corpus, mode, run), workdir)
     text = expected_text(raw)
     if text is None:
         assert not ok
@@ -129,22 +136,16 @@ def trained_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     runs = {}
     for mode in ("stream", "lines"):
         run = root / mode
-        args = ["train", str(corpus), *TINY, "--set", f"data.mode={mode}", "--run-dir", str(run)]
-        result = CliRunner().invoke(cli, args)
+        result = CliRunner().invoke(cli, train_args(corpus, mode, run))
         assert result.exit_code == 0, result.output
         runs[mode] = run
     return runs
 
 
 def check_eval(raw: bytes, run: Path, workdir: Path) -> None:
-    if "eval" not in cli.commands:
-        return  # the command is not there (yet): nothing to fuzz
     corpus = workdir / "eval.txt"
-    corpus.write_bytes(raw)
     args = ["eval", str(corpus), "--checkpoint", str(run / "last.json"), "--json"]
-    result = CliRunner().invoke(cli, args)
-    ok = assert_cli_outcome(result)
-    assert not temp_files(workdir)
+    result, ok = invoke_on(raw, corpus, args, workdir)
     text = expected_text(raw)
     if text is None:
         assert not ok

@@ -287,27 +287,17 @@ def test_prime_warms_the_state_and_is_not_in_the_output():
 
 
 def test_on_text_streams_each_character():
-    ckpt = make_ckpt()
-    seen: list[str] = []
-    (text,) = generate(
-        ckpt.model(),
-        ckpt.params,
-        ckpt.vocab,
-        np.random.default_rng(2),
-        max_len=25,
-        on_text=seen.append,
-    )
+    def streamed(ckpt: Checkpoint) -> tuple[list[str], str]:
+        seen: list[str] = []
+        rng = np.random.default_rng(2)
+        (text,) = generate(
+            ckpt.model(), ckpt.params, ckpt.vocab, rng, max_len=25, on_text=seen.append
+        )
+        return seen, text
+
+    seen, text = streamed(make_ckpt())
     assert len(seen) == 25 and "".join(seen) == text
-    lines = trained_lines()
-    seen.clear()
-    (word,) = generate(
-        lines.model(),
-        lines.params,
-        lines.vocab,
-        np.random.default_rng(2),
-        max_len=25,
-        on_text=seen.append,
-    )
+    seen, word = streamed(trained_lines())
     assert "".join(seen) == word and word in WORDS  # the <EOS> is not streamed
 
 
