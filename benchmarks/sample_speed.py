@@ -4,15 +4,17 @@ One process, interleaved rounds, medians. The model is an LSTM, H=256, 2 layers,
 weights: speed does not depend on training). PyTorch (--threads, default 2, torch.no_grad)
 runs, per generated character: one-hot -> nn.LSTM on one step -> nn.Linear -> softmax ->
 torch.multinomial, the drawn ids fed back. Both produce `num` samples of `max_len` characters
-(stream mode: nothing ends early). Prints characters/second and the ratio ours / PyTorch.
-NumPy's BLAS gets the same thread count when threadpoolctl is installed.
+(stream mode: nothing ends early). Prints characters/second and the ratio ours / PyTorch;
+exits 1 when a case misses its target ratio. NumPy's BLAS gets the same thread count when
+threadpoolctl is installed.
 
-    python benchmarks/sample_speed.py [--rounds 5] [--max-len 500] [--only num64] [--threads 2]
+    python benchmarks/sample_speed.py [--rounds 7] [--max-len 500] [--only num64] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -20,6 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 from sidebyside import compare, header
 
+from charlm.config import SampleConfig
 from charlm.model import CharModel
 from charlm.sample import generate
 from charlm.vocab import Vocab
@@ -45,11 +48,11 @@ def ours(num: int, max_len: int) -> Callable[[], float]:
     model = CharModel(spec, V)
     params = model.init_params(np.random.default_rng(0), np.float32)
     vocab = vocab_of_size(V)
-    rng = np.random.default_rng(0)
+    settings = SampleConfig(num=num, max_len=max_len, seed=0, no_unk=False)  # <UNK> drawable
 
     def run() -> float:
         start = time.perf_counter()
-        out = generate(model, params, vocab, rng, num=num, max_len=max_len)
+        out = generate(model, params, vocab, settings)
         elapsed = time.perf_counter() - start
         # Count tokens, not characters: "<UNK>" is one token spelled with five.
         assert len(out) == num
@@ -81,13 +84,16 @@ def torch_equivalent(num: int, max_len: int, threads: int) -> Callable[[], float
     return run
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median)")
     parser.add_argument("--max-len", type=int, default=0, help="characters per sample (0: case's)")
     parser.add_argument("--only", action="append", help="run only these cases")
     parser.add_argument("--threads", type=int, default=2, help="PyTorch (and BLAS) threads")
     args = parser.parse_args()
+    unknown = sorted(set(args.only or ()) - set(CASES))
+    if unknown:  # a typo would otherwise run nothing and report every target met
+        parser.error(f"unknown --only {unknown}; choose from {sorted(CASES)}")
     blas = "BLAS threads: library default"
     try:
         from threadpoolctl import threadpool_limits  # noqa: PLC0415 - optional
@@ -109,7 +115,8 @@ def main() -> None:
         }
         failed += not compare(name, runners, args.rounds, target)
     print("all targets met" if not failed else f"{failed} case(s) below target")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

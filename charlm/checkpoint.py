@@ -15,7 +15,6 @@ is self-contained: sampling and evaluation need nothing else. No pickle anywhere
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import zipfile
@@ -27,7 +26,7 @@ import numpy as np
 
 from charlm.config import Config, config_from_dict, config_to_dict
 from charlm.errors import CharlmError, CheckpointError
-from charlm.fileio import fsync_dir, write_atomic
+from charlm.fileio import fsync_dir, sha256_file, write_atomic
 from charlm.model import CharModel
 from charlm.vocab import Vocab
 
@@ -53,14 +52,6 @@ class Checkpoint:
         return CharModel(self.config.model, len(self.vocab))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_checkpoint(run_dir: str | os.PathLike[str], name: str, ckpt: Checkpoint) -> Path:
     """Write checkpoint `name` ('last', 'best', ...) into `run_dir` atomically; returns the JSON.
 
@@ -80,7 +71,7 @@ def save_checkpoint(run_dir: str | os.PathLike[str], name: str, ckpt: Checkpoint
             "version": VERSION,
             "step": ckpt.step,
             "arrays": npz_path.name,
-            "sha256": _sha256(npz_path),
+            "sha256": sha256_file(npz_path)[0],
             "config": config_to_dict(ckpt.config),
             "vocab": ckpt.vocab.to_dict(),
             **{k: v for k, v in ckpt.meta.items() if k not in _RESERVED},
@@ -185,7 +176,7 @@ def load_checkpoint(path: str | os.PathLike[str], verify: bool = True) -> Checkp
     npz_path = json_path.parent / Path(arrays_name).name  # never follow a path out of the run
     if not npz_path.is_file():
         raise CheckpointError(f"{where}: its array file {npz_path.name} is missing")
-    if verify and _sha256(npz_path) != digest:
+    if verify and sha256_file(npz_path)[0] != digest:
         raise CheckpointError(f"{npz_path}: contents do not match the checkpoint (corrupt?)")
     groups: dict[str, dict[str, np.ndarray]] = {"param": {}, "optim": {}, "hidden": {}}
     try:
@@ -212,6 +203,32 @@ def load_checkpoint(path: str | os.PathLike[str], verify: bool = True) -> Checkp
     )
     _check_params(ckpt, where)
     return ckpt
+
+
+def load_run_checkpoint(
+    run_dir: str | os.PathLike[str],
+) -> tuple[Path, Checkpoint, CheckpointError | None]:
+    """The best usable checkpoint of a run directory: (its JSON, the checkpoint, skipped).
+
+    `best` is tried first, then `last` (`NAMES` order). When `best` exists but cannot be
+    loaded (corrupt, truncated, another version) and `last` loads, `skipped` is best's error,
+    for the caller to show as a warning. When none loads, the first one's error is raised.
+    """
+    run = Path(run_dir)
+    errors: list[CheckpointError] = []
+    for name in NAMES:
+        json_path = run / f"{name}.json"
+        if not json_path.is_file():
+            continue
+        try:
+            return json_path, load_checkpoint(json_path), errors[0] if errors else None
+        except CheckpointError as exc:
+            errors.append(exc)
+    if errors:
+        also = "".join(f"; also {exc}" for exc in errors[1:])
+        raise CheckpointError(f"{errors[0]}{also}")
+    json_path = resolve_checkpoint(run)  # neither file is there: its one-line error
+    return json_path, load_checkpoint(json_path), None
 
 
 def _check_params(ckpt: Checkpoint, where: str) -> None:
