@@ -99,8 +99,51 @@ def text_chart(curves: Curves, width: int = 60, height: int = 15) -> str:
     return "\n".join(lines)
 
 
-def save_png(curves: Curves, path: str | os.PathLike[str], title: str = "") -> None:
-    """Write the curves as a PNG with matplotlib (ImportError if it is not installed)."""
+INSTALL_HINT = "pip install 'charlm[plot]'"
+
+
+def image_formats() -> list[str]:
+    """The file formats `save_image` can write, e.g. ['eps', ..., 'png', ...] (sorted).
+
+    ImportError without matplotlib. What the Agg canvas saves, less pgf (it needs LaTeX).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+
+    return sorted(set(FigureCanvasAgg.get_supported_filetypes()) - {"pgf"})
+
+
+def image_target(output: str | os.PathLike[str]) -> tuple[Path, str]:
+    """(file to write, format) for a requested output path, checked before any work.
+
+    No suffix: OUTPUT.png. A suffix matplotlib can write (any case): that format. Anything
+    else, or no matplotlib, is a CharlmError naming what would work.
+    """
+    path = Path(output)
+    try:
+        formats = image_formats()
+    except ImportError:
+        raise CharlmError(
+            f"cannot write {path}: plot files need matplotlib ({INSTALL_HINT}); "
+            "without -o, plot prints a text chart"
+        ) from None
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix and suffix not in formats:
+        raise CharlmError(
+            f"cannot write {path}: unknown image format {path.suffix!r}; "
+            f"use one of {', '.join('.' + f for f in formats)} (or no suffix for .png)"
+        )
+    if not path.parent.is_dir():
+        raise CharlmError(f"cannot write {path}: no directory {path.parent}")
+    if not suffix:  # `-o curves` (or `curves.`): a PNG, and the name says so
+        return path.with_name(path.name.rstrip(".") + ".png"), "png"
+    return path, suffix
+
+
+def save_image(
+    curves: Curves, path: str | os.PathLike[str], fmt: str = "png", title: str = ""
+) -> None:
+    """Write the curves to `path` in format `fmt` (one of `image_formats()`) with matplotlib
+    (ImportError if it is not installed)."""
     import matplotlib  # noqa: PLC0415 - optional extra charlm[plot]
 
     matplotlib.use("Agg")  # files only: never needs a display
@@ -116,12 +159,13 @@ def save_png(curves: Curves, path: str | os.PathLike[str], title: str = "") -> N
         ax.set_ylabel("loss (nats/char)")
         if title:
             ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend()
+        # Opaque grid and legend: PostScript cannot draw transparency and would warn about it.
+        ax.grid(color="0.85")
+        ax.legend(framealpha=1.0)
         fig.tight_layout()
         try:
-            fig.savefig(path, dpi=120)
+            fig.savefig(path, format=fmt, dpi=120)
         except OSError as exc:
-            raise CharlmError(f"cannot write {path}: {exc.strerror or exc}") from None
+            raise CharlmError(f"cannot write plot to {path}: {exc.strerror or exc}") from None
     finally:
         plt.close(fig)

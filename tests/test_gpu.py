@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 
 from charlm import backend
 from charlm.cells import fused
+from charlm.checkpoint import load_checkpoint
 from charlm.cli import cli
 from charlm.errors import CharlmError
 from charlm.model import CharModel
@@ -282,14 +284,14 @@ def test_gpu_loss_and_gradients_match_cpu(cell: str, with_resets: bool, dtype: t
             np.testing.assert_allclose(cp.asnumpy(g), w, rtol=rtol, atol=atol)
 
 
-@needs_gpu
-@pytest.mark.gpu
-def test_gpu_training_run_samples_and_resumes_on_cpu(tmp_path: Path) -> None:
-    run = str(tmp_path / "run")
+def train_sample_resume(tmp_path: Path, device: str) -> None:
+    """Train 20 steps on `device`, sample from it, resume on the CPU to step 25; check what
+    each step produced, not only its exit status."""
+    run = tmp_path / "run"
     corpus = str(ROOT / "data" / "dinosaurs.txt")
     sets = [
         "--set",
-        "train.device=cuda",
+        f"train.device={device}",
         "--set",
         "train.max_steps=20",
         "--set",
@@ -300,17 +302,31 @@ def test_gpu_training_run_samples_and_resumes_on_cpu(tmp_path: Path) -> None:
         "data.mode=lines",
     ]
     runner = CliRunner()
-    trained = runner.invoke(cli, ["train", corpus, "--run-dir", run, "--quiet", *sets])
+    trained = runner.invoke(cli, ["train", corpus, "--run-dir", str(run), "--quiet", *sets])
     assert trained.exit_code == 0, trained.output
-    sampled = runner.invoke(cli, ["sample", "--run", run, "--num", "3", "--seed", "1"])
+    first = load_checkpoint(run / "last.json")
+    assert first.step == 20 and first.config.train.device == device
+    assert all(np.isfinite(v).all() for v in first.params.values())
+
+    sampled = runner.invoke(
+        cli, ["sample", "--run", str(run), "--num", "3", "--seed", "1", "--max-len", "40", "--json"]
+    )
     assert sampled.exit_code == 0, sampled.output
+    samples = json.loads(sampled.stdout)
+    assert len(samples) == 3 and all(isinstance(t, str) for t in samples)
+    assert "".join(samples), "all three samples are empty"
+    chars = set(first.vocab.tokens)
+    for text in samples:
+        assert len(text) <= 40 and "\n" not in text  # lines mode: one name, ended by <EOS>
+        assert set(text.replace("<UNK>", "")) <= chars, text
+
     resumed = runner.invoke(
         cli,
         [
             "train",
             corpus,
             "--run-dir",
-            run,
+            str(run),
             "--resume",
             "--quiet",
             "--set",
@@ -320,3 +336,24 @@ def test_gpu_training_run_samples_and_resumes_on_cpu(tmp_path: Path) -> None:
         ],
     )
     assert resumed.exit_code == 0, resumed.output
+    last = load_checkpoint(run / "last.json")
+    assert last.step == 25 and last.config.train.device == "cpu"
+    assert any(not np.array_equal(last.params[k], first.params[k]) for k in first.params)
+    lines = (run / "metrics.jsonl").read_text("utf-8").splitlines()
+    logged = [r for r in map(json.loads, lines) if "train_loss" in r]
+    steps = [r["step"] for r in logged]
+    # The log goes on from where the GPU run stopped: no step twice, none lost, up to 25.
+    assert steps == sorted(set(steps)) and 20 in steps and steps[-1] == 25, steps
+    assert all(np.isfinite(r["train_loss"]) for r in logged)
+    assert any("val_loss" in r and r["step"] <= 20 for r in logged)
+
+
+def test_train_sample_resume_checks_run_on_the_cpu(tmp_path: Path) -> None:
+    """The GPU test's checks, on the CPU: they run (and can fail) on every machine."""
+    train_sample_resume(tmp_path, "cpu")
+
+
+@needs_gpu
+@pytest.mark.gpu
+def test_gpu_training_run_samples_and_resumes_on_cpu(tmp_path: Path) -> None:
+    train_sample_resume(tmp_path, "cuda")

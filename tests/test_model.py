@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from charlm.cli import cli
 from charlm.gradcheck import central_difference, gradcheck, relative_error
 from charlm.model import CharModel
 from charlm.ops import log_softmax, softmax_cross_entropy
@@ -84,6 +87,52 @@ def test_gradcheck(case, cell, after, act, embedding_size, dropout, resets) -> N
     assert ("embed" in names) == bool(embedding_size)
     assert ("l1.bhn" in names) == after
     assert ("state.l1.c" in names) == (cell == "lstm")
+
+
+SMALL = ["--set", "model.hidden_size=6", "--set", "model.num_layers=3"]
+
+
+def test_gradcheck_cli_passes_on_the_configured_model() -> None:
+    result = CliRunner().invoke(cli, ["gradcheck", *SMALL, "--set", "model.embedding_size=4"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    # 3 layers x (Wx, Wh, b), Wy, by, embed, and 3 layers x (h, c) of carried-in state
+    assert lines[0] == "lstm, 3 layers, H=6, E=4, T=5: 18 tensors checked"
+    error = float(lines[1].split()[3])
+    assert lines[1].startswith("max relative error: ") and 0 < error < 1e-6
+    # --hidden / --layers override the configured size; --json reports every tensor.
+    result = CliRunner().invoke(
+        cli, ["gradcheck", *SMALL, "--hidden", "3", "--layers", "1", "--seq-len", "2", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report["errors"]) == {"l0.Wx", "l0.Wh", "l0.b", "Wy", "by", "state.l0.h",
+                                     "state.l0.c"}  # fmt: skip
+    assert report["max_relative_error"] == max(report["errors"].values()) < 1e-6
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_gradcheck_cli_fails_on_a_wrong_backward(
+    monkeypatch: pytest.MonkeyPatch, as_json: bool
+) -> None:
+    """A GRU whose dWh is 1% too large: exit status 1 and one `Error:` line naming it."""
+    from charlm.cells.gru import GRU  # noqa: PLC0415
+
+    backward = GRU.backward
+
+    def wrong_backward(self: GRU, dout: np.ndarray, cache: dict) -> tuple:
+        dx, dstate, grads = backward(self, dout, cache)
+        return dx, dstate, {**grads, "Wh": grads["Wh"] * 1.01}
+
+    monkeypatch.setattr(GRU, "backward", wrong_backward)
+    args = ["gradcheck", "--set", "model.cell=gru", "--hidden", "4", "--layers", "1"]
+    result = CliRunner().invoke(cli, args + ["--json"] * as_json)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith("Error: gradient check failed: max relative error ")
+    assert line.endswith("> 1e-6 (in l0.Wh)")
+    assert 1e-3 < float(line.split()[7]) < 1e-2  # |0.01 g| / |2.01 g|, about 5e-3
 
 
 def test_relative_error() -> None:
@@ -424,6 +473,97 @@ def test_optimizer_matches_torch(kind: str, wd: float) -> None:
         topt.step()
         opt.step(params, {k: v.copy() for k, v in g.items()}, 0.03)
     assert opt.t == 3
+    for tp, p in zip(tparams, params.values(), strict=True):
+        np.testing.assert_allclose(p, tp.detach().numpy(), rtol=0, atol=1e-12)
+
+
+def reference_updates(
+    kind: str,
+    p0: np.ndarray,
+    grads: list[np.ndarray],
+    lrs: list[float],
+    b1: float,
+    b2: float,
+    eps: float,
+    wd: float,
+    coupled: bool = False,
+) -> np.ndarray:
+    """optim.py's documented rules, one element at a time in plain floats: decoupled decay
+    p <- p - lr wd p, then the optimizer's own step from g (never from wd p). coupled=True is
+    the L2 alternative (g <- g + wd p, as torch's Adagrad/RMSprop do), to show it differs."""
+    out = np.empty_like(p0)
+    for i, p in enumerate(p0.reshape(-1).tolist()):
+        m = v = s = 0.0
+        for t, (g_all, lr) in enumerate(zip(grads, lrs, strict=True), start=1):
+            g = float(g_all.reshape(-1)[i])
+            if coupled:
+                g += wd * p
+            else:
+                p -= lr * wd * p
+            if kind == "sgd":
+                p -= lr * g
+            elif kind == "adam":
+                m = b1 * m + (1 - b1) * g
+                v = b2 * v + (1 - b2) * g * g
+                p -= (lr / (1 - b1**t)) * m / (math.sqrt(v) / math.sqrt(1 - b2**t) + eps)
+            elif kind == "adagrad":
+                s += g * g
+                p -= lr * g / (math.sqrt(s) + eps)
+            else:  # rmsprop
+                s = b2 * s + (1 - b2) * g * g
+                p -= lr * g / (math.sqrt(s) + eps)
+        out.reshape(-1)[i] = p
+    return out
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.3])
+@pytest.mark.parametrize("kind", ["sgd", "adam", "adagrad", "rmsprop"])
+def test_optimizer_matches_the_documented_rule(kind: str, wd: float) -> None:
+    rng = np.random.default_rng(4)
+    params = {"W": rng.standard_normal((3, 4)), "b": rng.standard_normal(5)}
+    start = {k: v.copy() for k, v in params.items()}
+    grads = [{k: rng.standard_normal(v.shape) for k, v in params.items()} for _ in range(6)]
+    lrs = [0.05, 0.1, 0.02, 0.07, 0.03, 0.05]  # a schedule: the decay must use each step's lr
+    b1, b2, eps = 0.8, 0.95, 1e-7
+    opt = Optimizer(kind, params, beta1=b1, beta2=b2, eps=eps, weight_decay=wd)
+    for g, lr in zip(grads, lrs, strict=True):
+        opt.step(params, {k: v.copy() for k, v in g.items()}, lr)
+    for k in params:
+        gk = [g[k] for g in grads]
+        want = reference_updates(kind, start[k], gk, lrs, b1, b2, eps, wd)
+        np.testing.assert_allclose(params[k], want, rtol=1e-13, atol=1e-15, err_msg=k)
+        if wd:  # the decay is on, and decoupled: L2 in the gradient gives another result
+            plain = reference_updates(kind, start[k], gk, lrs, b1, b2, eps, 0.0)
+            assert np.abs(params[k] - plain).max() > 1e-3
+            if kind != "sgd":  # (for plain SGD the two are the same)
+                l2 = reference_updates(kind, start[k], gk, lrs, b1, b2, eps, wd, coupled=True)
+                assert np.abs(params[k] - l2).max() > 1e-3
+
+
+@pytest.mark.parametrize("kind", ["adagrad", "rmsprop"])
+def test_adagrad_rmsprop_decoupled_weight_decay_match_torch(kind: str) -> None:
+    """torch's Adagrad/RMSprop weight_decay is L2 added to the gradient (coupled), not ours; so
+    torch runs with weight_decay=0 and the decoupled p <- (1 - lr wd) p is applied to its
+    parameters by hand before each step, as AdamW does inside its step."""
+    torch = pytest.importorskip("torch")
+    params, grads = random_problem(5)
+    b1, b2, eps, wd = 0.8, 0.95, 1e-7, 0.2
+    lrs = [0.03, 0.06, 0.01]
+    tparams = [
+        torch.tensor(v.copy(), dtype=torch.float64, requires_grad=True) for v in params.values()
+    ]
+    topt = torch_optimizer(torch, kind, tparams, lrs[0], b1, b2, eps, 0.0)
+    opt = Optimizer(kind, params, beta1=b1, beta2=b2, eps=eps, weight_decay=wd)
+    for g, lr in zip(grads, lrs, strict=True):
+        for group in topt.param_groups:
+            group["lr"] = lr
+        with torch.no_grad():
+            for tp in tparams:
+                tp.mul_(1 - lr * wd)
+        for tp, gv in zip(tparams, g.values(), strict=True):
+            tp.grad = torch.tensor(gv, dtype=torch.float64)
+        topt.step()
+        opt.step(params, {k: v.copy() for k, v in g.items()}, lr)
     for tp, p in zip(tparams, params.values(), strict=True):
         np.testing.assert_allclose(p, tp.detach().numpy(), rtol=0, atol=1e-12)
 

@@ -92,7 +92,9 @@ def test_text_chart_degenerate_ranges():
 
 
 def _hide_matplotlib(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails
+    """`import matplotlib` (and of any of its modules, even one already imported) now fails."""
+    for name in [m for m in sys.modules if m.startswith("matplotlib.")] + ["matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)
 
 
 def test_cli_text_chart_without_matplotlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -132,3 +134,68 @@ def test_cli_png(tmp_path: Path):
     out = tmp_path / "curves.png"
     assert CliRunner().invoke(cli, ["plot", str(run), "-o", str(out)]).exit_code == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_output_without_suffix_is_a_png_and_says_so(tmp_path: Path):
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "run"
+    write_metrics(run)
+    result = CliRunner().invoke(cli, ["plot", str(run), "-o", str(tmp_path / "curves")])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"saved {tmp_path / 'curves.png'}\n"  # the file really written
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "curves").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "magic"),
+    [("c.pdf", b"%PDF"), ("c.SVG", b"<?xml"), ("c.eps", b"%!PS-Adobe"), ("c.jpg", b"\xff\xd8")],
+)
+def test_cli_output_suffix_picks_the_format(tmp_path: Path, name: str, magic: bytes):
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "run"
+    write_metrics(run)
+    result = CliRunner().invoke(cli, ["plot", str(run), "-o", str(tmp_path / name)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and result.output == f"saved {tmp_path / name}\n"
+    assert (tmp_path / name).read_bytes().startswith(magic)
+    if name.endswith(".SVG"):
+        assert b"<svg" in (tmp_path / name).read_bytes()[:1000]
+
+
+@pytest.mark.parametrize("name", ["out.txt", "out.pgf", "curves.png.bak"])
+def test_cli_unsupported_suffix_is_one_line_before_any_work(tmp_path: Path, name: str):
+    pytest.importorskip("matplotlib")
+    missing = tmp_path / "no-such-run"  # the format is checked before the metrics are read
+    result = CliRunner().invoke(cli, ["plot", str(missing), "-o", str(tmp_path / name)])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"Error: cannot write {tmp_path / name}: unknown image format")
+    offered = line.split("use one of ")[1]
+    assert ".png, " in offered and ".pdf, " in offered and ".svg, " in offered
+    assert ".pgf" not in offered  # matplotlib lists it, but it needs LaTeX
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_output_in_a_missing_directory(tmp_path: Path):
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "run"
+    write_metrics(run)
+    target = tmp_path / "nowhere" / "c.png"
+    result = CliRunner().invoke(cli, ["plot", str(run), "-o", str(target)])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: cannot write {target}: no directory {target.parent}\n"
+
+
+def test_cli_output_without_matplotlib_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _hide_matplotlib(monkeypatch)
+    run = tmp_path / "run"
+    write_metrics(run)
+    result = CliRunner().invoke(cli, ["plot", str(run), "-o", str(tmp_path / "c.png")])
+    assert result.exit_code == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"Error: cannot write {tmp_path / 'c.png'}: plot files need matplotlib")
+    assert "pip install 'charlm[plot]'" in line and not (tmp_path / "c.png").exists()
