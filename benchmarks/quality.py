@@ -2,7 +2,8 @@
 
 Trains the shipped config (90/10 split) and prints the validation loss at each evaluation
 with the wall time spent so far (training and evaluation both count), then the best loss
-reached within 3 and within 15 minutes against the targets (<= 1.88 and <= 1.55 nats/char).
+reached within 3 and within 15 minutes against the targets (<= 1.88 and <= 1.55 nats/char);
+exits 1 when either is missed.
 
     python benchmarks/quality.py [--config configs/shakespeare-lstm.yaml] [--set k=v ...]
 """
@@ -10,6 +11,7 @@ reached within 3 and within 15 minutes against the targets (<= 1.88 and <= 1.55 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from typing import Any
 
@@ -42,7 +44,7 @@ class Collect:
         pass
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/shakespeare-lstm.yaml")
     parser.add_argument("--corpus", default="data/tinyshakespeare.txt")
@@ -55,13 +57,17 @@ def main() -> None:
         trainer = Trainer.create(args.corpus, cfg, args.run_dir or tmp)
         result = trainer.run(reporter)
     print(f"stopped: {result.reason} at step {result.step}")
+    failed = 0
     for seconds, target in TARGETS:
         losses = [loss for wall, _, loss in reporter.curve if wall <= seconds]
         best = min(losses) if losses else float("nan")
-        verdict = "PASS" if best <= target else "FAIL"
+        ok = best <= target  # a NaN (no evaluation in time) fails too
+        failed += not ok
+        verdict = "PASS" if ok else "FAIL"
         minutes = f"{seconds / 60:.0f} min"
         print(f"best val loss within {minutes}: {best:.4f} (target <= {target}) {verdict}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,15 +3,17 @@
 One process run, interleaved rounds, medians. Each step: forward + backward over a window,
 gradient clipping (global norm 5), an Adam update, the hidden state carried (detached) to the
 next window. PyTorch runs one-hot -> nn.LSTM/GRU/RNN -> nn.Linear -> cross-entropy with 2
-threads. Prints characters/second for both and the ratio ours/PyTorch.
+threads. Prints characters/second for both and the ratio ours/PyTorch; exits 1 when a config
+misses its target ratio.
 
-    python benchmarks/train_speed.py [--rounds 5] [--steps 3] [--only lstm-h256-l2]
+    python benchmarks/train_speed.py [--rounds 7] [--steps 3] [--only lstm-h256-l2-n64-t100]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from types import SimpleNamespace
 
@@ -101,12 +103,15 @@ def torch_equivalent(cell: str, H: int, L: int, N: int, T: int, data: list[np.nd
     return run
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (median)")
     parser.add_argument("--steps", type=int, default=3, help="training steps per round")
     parser.add_argument("--only", action="append", help="run only these configs")
     args = parser.parse_args()
+    unknown = sorted(set(args.only or ()) - set(CONFIGS))
+    if unknown:  # a typo would otherwise run nothing and report every target met
+        parser.error(f"unknown --only {unknown}; choose from {sorted(CONFIGS)}")
     keep_freed_memory()  # what `charlm train` does (process-wide: PyTorch gets it too)
     rng = np.random.default_rng(0)
     header("config")
@@ -121,7 +126,8 @@ def main() -> None:
         }
         failed += not compare(name, runners, args.rounds, target)
     print("all targets met" if not failed else f"{failed} config(s) below target")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -77,14 +77,12 @@ def rewrite_meta(run: Path, **changes: Any) -> dict[str, Any]:
 
 def consumers(run: Path) -> list[tuple[str, list[Any]]]:
     """Every command that reads a checkpoint, as (name, argv)."""
-    found = [("resume", ["train", DINOS, "--resume", "--run-dir", run, "--quiet",
-                         "--set", "train.max_steps=4"])]  # fmt: skip
-    if "sample" in cli.commands:
-        found.append(("sample", ["sample", "--checkpoint", run / "last.json", "--max-len", "5",
-                                 "--seed", "1"]))  # fmt: skip
-    if "eval" in cli.commands:
-        found.append(("eval", ["eval", DINOS, "--checkpoint", run / "last.json"]))
-    return found
+    return [
+        ("resume", ["train", DINOS, "--resume", "--run-dir", run, "--quiet",
+                    "--set", "train.max_steps=4"]),
+        ("sample", ["sample", "--checkpoint", run / "last.json", "--max-len", "5", "--seed", "1"]),
+        ("eval", ["eval", DINOS, "--checkpoint", run / "last.json"]),
+    ]  # fmt: skip
 
 
 # --- 2. hostile files --------------------------------------------------------------------------
@@ -251,7 +249,8 @@ def test_yaml_tag_in_set_override_and_saved_run_config(run_copy: Path, tmp_path:
     assert "invalid override" in assert_one_line_error(result.stderr, result.exit_code)
     # A string key takes the text as typed: harmless, never constructed.
     result = invoke("vocab", "build", DINOS, "--set", f"data.vocab={tag}", "-o", tmp_path / "v")
-    assert_cli_outcome(result)
+    assert assert_cli_outcome(result), result.output  # builds (data.vocab is not read here)
+    assert "a" in json.loads((tmp_path / "v").read_text("utf-8"))["tokens"]
     # A tampered config.yaml in the run directory, read by --resume.
     (run_copy / "config.yaml").write_text(f"train:\n  lr: {tag}\n", "utf-8")
     result = invoke("train", DINOS, "--resume", "--run-dir", run_copy, "--quiet")
@@ -539,4 +538,6 @@ def test_large_corpus_memory_per_character(tmp_path: Path, record_property) -> N
     record_property("bytes_per_char", round(per_char, 3))
     print(f"\nlarge corpus: {chars:,} chars, baseline {baseline / 2**20:.1f} MiB, peak "
           f"{peak / 2**20:.1f} MiB -> {per_char:.2f} bytes/char")  # fmt: skip
-    assert peak - baseline < 8 * chars + 50 * 2**20, f"{per_char:.2f} bytes/char"
+    # The README's figure is 2 bytes/char; measured 2.08 here (about 2.0 per char + 5 MiB fixed,
+    # from 1-100 MB corpora), so 2.5 bytes/char + 20 MiB leaves a modest margin.
+    assert peak - baseline < 2.5 * chars + 20 * 2**20, f"{per_char:.2f} bytes/char"
