@@ -37,12 +37,60 @@ class CharlmGroup(click.Group):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(0)
         except OSError as exc:  # a file the library did not anticipate (disk full, EACCES ...)
-            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
+            raise click.ClickException(self.describe_os_error(exc)) from None
         except MemoryError:
             raise click.ClickException(
                 "out of memory; try a smaller model, batch or corpus"
             ) from None
+
+    # What the innermost of these functions on the traceback was doing, in plain words.
+    OS_VERBS = {
+        "mkdir": "create directory",
+        "makedirs": "create directory",
+        "mkstemp": "create a file in",
+        "write_text": "write",
+        "write_bytes": "write",
+        "write_atomic": "write",
+        "savefig": "write",
+        "touch": "create",
+        "replace": "move",
+        "rename": "move",
+        "unlink": "remove",
+        "rmdir": "remove directory",
+        "rmtree": "remove",
+        "read_text": "read",
+        "read_bytes": "read",
+        "iterdir": "list directory",
+        "scandir": "list directory",
+        "listdir": "list directory",
+    }
+
+    @classmethod
+    def describe_os_error(cls, exc: OSError) -> str:
+        """'cannot VERB PATH: reason' for an OSError, e.g. 'cannot create directory /proc/x:
+        No such file or directory'. An OSError carries the path and errno but not what was
+        being done, so the verb comes from the innermost function on its traceback that names
+        one (pathlib's mkdir, write_text, open with its mode ...); 'access' when none does."""
+        import traceback  # noqa: PLC0415 - the error path only
+
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        verb = None
+        frames = [frame for frame, _ in traceback.walk_tb(exc.__traceback__)]
+        for frame in reversed(frames):
+            name = frame.f_code.co_name
+            mode = frame.f_locals.get("mode") if name == "open" else None
+            if isinstance(mode, str):  # pathlib's open(mode) (write_text goes through it)
+                verb = "write" if set(mode) & set("wax+") else "read"
+                break
+            if name in cls.OS_VERBS:
+                verb = cls.OS_VERBS[name]
+                break
+        path = exc.filename
+        if path is None:
+            return f"cannot {verb}: {reason}" if verb else reason
+        if exc.filename2 is not None:
+            return f"cannot {verb or 'move'} {path} to {exc.filename2}: {reason}"
+        return f"cannot {verb or 'access'} {path}: {reason}"
 
 
 def raw_config_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -93,7 +141,14 @@ def vocab() -> None:
 
 @vocab.command("build")
 @click.argument("corpus", nargs=-1, type=click.Path())
-@click.option("-o", "--output", default="vocab.json", show_default=True, type=click.Path())
+@click.option(
+    "-o",
+    "--output",
+    default="vocab.json",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The vocabulary JSON file to write.",
+)
 @click.option(
     "--mode",
     type=click.Choice(["stream", "lines"]),
@@ -128,6 +183,9 @@ def vocab_build(
     paths = list(corpus) or ([cfg.data.corpus] if cfg.data.corpus else [])
     if not paths:
         raise click.UsageError("give a CORPUS file (or set data.corpus in the config)")
+    out_dir = Path(output).parent  # checked before reading what may be a large corpus
+    if not out_dir.is_dir():
+        raise CharlmError(f"cannot write vocabulary to {output}: no directory {out_dir}")
     texts = [read_text(p) for p in paths]
     built = Vocab.build(
         texts,
@@ -153,52 +211,67 @@ def vocab_build(
 @click.option(
     "--layers",
     type=click.IntRange(min=1),
-    default=2,
-    show_default=True,
-    help="Layers to check (a few are enough; the configured count is not needed).",
+    default=None,
+    help="Check this many layers instead of model.num_layers (fewer is faster).",
 )
 @click.option(
     "--hidden",
     type=click.IntRange(min=1),
-    default=8,
-    show_default=True,
-    help="Hidden size to check with (small keeps it fast).",
+    default=None,
+    help="Check this hidden size instead of model.hidden_size (e.g. 8 takes well under 1 s).",
 )
-@click.option("--seq-len", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option(
+    "--seq-len",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Time steps in the checked window (backpropagated through, with a carried-in state).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the per-tensor errors as JSON.")
 @config_options
-def gradcheck(cfg: Config, layers: int, hidden: int, seq_len: int, as_json: bool) -> None:
+def gradcheck(
+    cfg: Config, layers: int | None, hidden: int | None, seq_len: int, as_json: bool
+) -> None:
     """Finite-difference gradient check (float64) of the configured model.
 
-    Checks every parameter and the carried-in state of a small model with the configured cell,
-    options, embedding and dropout; exit status 1 if the error exceeds 1e-6.
+    Checks every parameter and the carried-in state of the configured model (cell, size,
+    layers, embedding, dropout; a random 12-character vocabulary), a sample of entries per
+    tensor; exit status 1 if the error exceeds 1e-6. The default 2x256 LSTM takes seconds;
+    --hidden and --layers check a smaller model quickly.
     """
     import dataclasses  # noqa: PLC0415
 
     from charlm.gradcheck import gradcheck as check  # noqa: PLC0415
 
+    layers = cfg.model.num_layers if layers is None else layers
+    hidden = cfg.model.hidden_size if hidden is None else hidden
     spec = dataclasses.replace(cfg.model, num_layers=layers, hidden_size=hidden)
-    emb = cfg.model.embedding_size and min(cfg.model.embedding_size, 6)
-    spec = dataclasses.replace(spec, embedding_size=emb)
     result = check(spec, seq_len=seq_len, resets=cfg.data.mode == "lines")
     if as_json:
         click.echo(json.dumps({"max_relative_error": result.max_error, "errors": result.errors}))
     else:
         what = f"{cfg.model.cell}" + (" (reset-after)" if cfg.model.gru_reset_after else "")
+        emb = f", E={spec.embedding_size}" if spec.embedding_size else ""
         click.echo(
-            f"{what}, {layers} layers, H={hidden}, T={seq_len}: "
+            f"{what}, {layers} layers, H={hidden}{emb}, T={seq_len}: "
             f"{len(result.errors)} tensors checked"
         )
         click.echo(f"max relative error: {result.max_error:.3e} (in {result.worst})")
     if not result.max_error <= 1e-6:
-        raise click.ClickException(f"gradient check failed: {result.max_error:.3e} > 1e-6")
+        raise click.ClickException(
+            f"gradient check failed: max relative error {result.max_error:.3e} > 1e-6 "
+            f"(in {result.worst})"
+        )
 
 
 class ProgressReporter:
     """The trainer's progress as a tqdm bar (loss, bits/char, chars/s, ETA) on stderr."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, quiet: bool, max_seconds: float = 0.0) -> None:
         self.quiet = quiet
+        self.max_seconds = max_seconds  # a time budget: the bar's end is where time runs out
+        self.total: int | None = None
+        self.first: tuple[int, float] | None = None  # (step, elapsed_s) of the first record
         self.bar: Any = None
 
     def start(self, step: int, total: int | None) -> None:
@@ -206,12 +279,13 @@ class ProgressReporter:
             return
         from tqdm import tqdm  # noqa: PLC0415 - only the train command needs it
 
+        self.total = total
         self.bar = tqdm(
             total=total,
             initial=step,
             unit="step",
             dynamic_ncols=True,
-            file=click.get_text_stream("stderr"),
+            file=sys.stderr,
         )
 
     def update(self, record: dict[str, Any]) -> None:
@@ -229,13 +303,27 @@ class ProgressReporter:
                 f"{record['val_bpc']:.4f} bpc, perplexity {record['val_ppl']:.2f}"
             )
         self.bar.set_postfix(shown, refresh=False)
+        self.bar.total = self.projected_total(record)
         self.bar.update(record["step"] - self.bar.n)
+
+    def projected_total(self, record: dict[str, Any]) -> int | None:
+        """The step the run will end at: the step limit, or sooner where the time budget runs
+        out at the pace since the first record."""
+        if not self.max_seconds or "elapsed_s" not in record:
+            return self.total
+        step, elapsed = record["step"], record["elapsed_s"]
+        self.first = self.first or (step, elapsed)
+        if elapsed <= self.first[1]:
+            return self.total
+        rate = (step - self.first[0]) / (elapsed - self.first[1])
+        by_time = step + round(max(self.max_seconds - elapsed, 0.0) * rate)
+        return by_time if self.total is None else min(self.total, by_time)
 
     def message(self, text: str) -> None:
         if self.quiet:
             return
         if self.bar is not None:
-            self.bar.write(text, file=click.get_text_stream("stderr"))
+            self.bar.write(text, file=sys.stderr)
         else:
             click.echo(text, err=True)
 
@@ -266,6 +354,11 @@ class ProgressReporter:
     help="Start from this checkpoint's weights and vocabulary (fine-tuning).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
+@click.option(
+    "--allow-changed-corpus",
+    is_flag=True,
+    help="With --resume: go on although the corpus differs from the one the run recorded.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar or messages.")
 def train(
     corpus: str | None,
@@ -275,12 +368,19 @@ def train(
     resume: bool,
     init_from: str | None,
     overwrite: bool,
+    allow_changed_corpus: bool,
     quiet: bool,
 ) -> None:
-    """Train a model on CORPUS (default: the config's data.corpus).
+    """Train a model on CORPUS (default: the config's data.corpus; on --resume, the run's).
 
     Writes runs/<corpus name>/: config.yaml, vocab.json, metrics.jsonl and the `best` and
-    `last` checkpoints. Ctrl-C saves `last` and stops; --resume continues exactly.
+    `last` checkpoints. Ctrl-C saves `last` and stops; --resume continues exactly, with any
+    --set changes recorded in the run's config.yaml. One process trains a run at a time.
+
+    \b
+    Example:
+      charlm train data/tinyshakespeare.txt --config configs/shakespeare-lstm.yaml
+      charlm train --resume --run-dir runs/tinyshakespeare --set train.max_steps=9000
     """
     from charlm.train import Trainer, default_run_dir, graceful_stop  # noqa: PLC0415
 
@@ -299,18 +399,26 @@ def train(
             raise click.ClickException(f"nothing to resume in {run}: no config.yaml")
         cfg = load_config(saved, overrides)
     else:
+        if allow_changed_corpus:
+            raise click.UsageError("--allow-changed-corpus goes with --resume")
         cfg = load_config(config_path, overrides)
-    corpus = corpus or cfg.data.corpus
-    if not corpus:
-        raise click.UsageError("give a CORPUS file (or set data.corpus in the config)")
-    run = Path(run_dir) if run_dir else default_run_dir(corpus)
+        corpus = corpus or cfg.data.corpus
+        if not corpus:
+            raise click.UsageError("give a CORPUS file (or set data.corpus in the config)")
+        run = Path(run_dir) if run_dir else default_run_dir(corpus)
     trainer = Trainer.create(
-        corpus, cfg, run, resume=resume, init_from=init_from, overwrite=overwrite
+        corpus,
+        cfg,
+        run,
+        resume=resume,
+        init_from=init_from,
+        overwrite=overwrite,
+        allow_changed_corpus=allow_changed_corpus,
     )
-    reporter = ProgressReporter(quiet)
+    reporter = ProgressReporter(quiet, trainer.config.train.max_seconds)
     if not quiet:
         n_params = sum(int(p.size) for p in trainer.params.values())
-        m = cfg.model
+        m = trainer.config.model
         click.echo(
             f"{m.cell} {m.num_layers}x{m.hidden_size}, {n_params:,} parameters, "
             f"vocabulary {len(trainer.corpus.vocab)}; "
@@ -328,8 +436,10 @@ def train(
         except CharlmError:
             reporter.close()
             raise
-    how = f"charlm train {corpus} --resume --run-dir {run}"
-    best = f"; best val loss {result.best_val_loss:.4f}" if result.best_val_loss else ""
+        finally:
+            trainer.close()
+    how = f"charlm train --resume --run-dir {run}"
+    best = "" if result.best_val_loss is None else f"; best val loss {result.best_val_loss:.4f}"
     if result.reason == "interrupted":
         click.echo(
             f"Interrupted ({result.signal_name}) at step {result.step}; saved "
@@ -381,13 +491,28 @@ def _latest_run(runs_dir: str) -> Path:
 
 
 def _open_checkpoint(run_dir: str | None, checkpoint_path: str | None, runs_dir: str) -> Any:
-    """(checkpoint JSON path, loaded Checkpoint) from the --run / --checkpoint options."""
-    from charlm.checkpoint import load_checkpoint, resolve_checkpoint  # noqa: PLC0415
+    """(checkpoint JSON path, loaded Checkpoint) from the --run / --checkpoint options.
+
+    In a run directory (--run, or the latest run) a damaged `best` falls back to `last` with a
+    warning; an explicit --checkpoint (or a --run naming a file) must load as it is.
+    """
+    from charlm.checkpoint import (  # noqa: PLC0415
+        load_checkpoint,
+        load_run_checkpoint,
+        resolve_checkpoint,
+    )
 
     if run_dir is not None and checkpoint_path is not None:
         raise click.UsageError("give --run or --checkpoint, not both")
-    json_path = resolve_checkpoint(checkpoint_path or run_dir or _latest_run(runs_dir))
-    return json_path, load_checkpoint(json_path)
+    explicit = checkpoint_path if checkpoint_path is not None else run_dir
+    run = Path(explicit) if explicit is not None else _latest_run(runs_dir)
+    if checkpoint_path is not None or not run.is_dir():  # a file (or nothing): no fallback
+        json_path = resolve_checkpoint(run)
+        return json_path, load_checkpoint(json_path)
+    json_path, ckpt, skipped = load_run_checkpoint(run)
+    if skipped is not None:
+        click.echo(f"Warning: {skipped}; using {json_path} (step {ckpt.step})", err=True)
+    return json_path, ckpt
 
 
 @cli.command()
@@ -398,6 +523,14 @@ def _open_checkpoint(run_dir: str | None, checkpoint_path: str | None, runs_dir:
     default=None,
     help="Characters to generate per sample, the prime not counted [sample.max_len].",
 )
+@click.option("--stop", multiple=True, metavar="STRING",
+              help="End a sample right after it first produces STRING, which stays in the "
+                   "text (the prime is not searched); repeatable: the first to appear ends "
+                   "it.")  # fmt: skip
+@click.option("--lines", type=click.IntRange(min=0), default=None,
+              help="End a sample right after its N-th generated line break, which stays in the "
+                   "text; 0 = off. Stream mode only: in lines mode every sample is one line "
+                   "[sample.lines].")  # fmt: skip
 @click.option(
     "--num",
     type=click.IntRange(min=1),
@@ -425,83 +558,89 @@ def _open_checkpoint(run_dir: str | None, checkpoint_path: str | None, runs_dir:
     help="Always take the most likely character (deterministic) [sample.greedy].",
 )
 @click.option("--prime", default=None, help="Text to start from (printed before the sample).")
-@click.option(
-    "--prime-file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Read the prime from a file.",
-)
-@click.option(
-    "--seed",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Random seed: the same seed gives the same text [sample.seed; none: random].",
-)
-@click.option(
-    "--no-unk/--allow-unk",
-    "no_unk",
-    default=None,
-    help="Never emit <UNK> (otherwise it appears as the text '<UNK>') [sample.no_unk].",
-)
+@click.option("--prime-file", type=click.Path(), default=None, help="Read the prime from a file.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Random seed: the same seed gives the same i-th sample, whatever --num is "
+                   "[sample.seed; none: random].")  # fmt: skip
+@click.option("--no-unk/--allow-unk", "no_unk", default=None,
+              help="Never / freely emit <UNK> (shown as the text '<UNK>'). Default: banned when "
+                   "the model's training text had none [sample.no_unk].")  # fmt: skip
+@click.option("-o", "--output", type=click.Path(), default=None,
+              help="Write the samples to FILE instead of stdout, laid out the same; written "
+                   "atomically (the whole file or nothing).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array of the samples.")
 def sample(run_dir: str | None, checkpoint_path: str | None, runs_dir: str,
-           max_len: int | None, num: int | None, temperature: float | None, top_k: int | None,
-           top_p: float | None, greedy: bool | None, prime: str | None, prime_file: str | None,
-           seed: int | None, no_unk: bool | None, as_json: bool) -> None:  # fmt: skip
+           prime_file: str | None, stop: tuple[str, ...], output: str | None, as_json: bool,
+           **options: Any) -> None:  # fmt: skip
     """Generate text from a trained model.
 
     Settings come from the checkpoint's `sample` config section; options override them. A
-    single sample streams to the terminal as it is generated.
+    single sample streams to the terminal as it is generated. Every sample ends with a line
+    break (added when it has none); stream-mode samples are separated by a blank line.
     """
-    import numpy as np  # noqa: PLC0415 - keep `charlm --help` fast
+    import dataclasses  # noqa: PLC0415
 
-    from charlm.data import read_text  # noqa: PLC0415
+    from charlm.data import read_text  # noqa: PLC0415 - keep `charlm --help` fast
+    from charlm.fileio import write_atomic  # noqa: PLC0415
     from charlm.sample import generate, unknown_chars  # noqa: PLC0415
 
-    if prime is not None and prime_file is not None:
+    if options["prime"] is not None and prime_file is not None:
         raise click.UsageError("give --prime or --prime-file, not both")
-    _, ckpt = _open_checkpoint(run_dir, checkpoint_path, runs_dir)
-    s, vocab = ckpt.config.sample, ckpt.vocab
+    target = None if output is None else Path(output)
+    if target is not None:  # refuse before any sampling time is spent
+        if target.is_dir():
+            raise click.ClickException(f"cannot write samples to {output}: it is a directory")
+        folder = target.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            why = "not writable" if folder.is_dir() else "no such directory"
+            raise click.ClickException(f"cannot write samples to {output}: {folder}: {why}")
+    json_path, ckpt = _open_checkpoint(run_dir, checkpoint_path, runs_dir)
+    if run_dir is None and checkpoint_path is None:  # say which run the default picked
+        click.echo(f"sampling from {json_path} (step {ckpt.step})", err=True)
+    vocab = ckpt.vocab
+    if options["lines"] and vocab.mode == "lines":
+        raise click.UsageError(
+            "--lines counts line breaks in stream mode; this is a lines-mode model, whose "
+            "samples are one line each (use --num for more lines)"
+        )
     if prime_file is not None:
-        prime = read_text(prime_file)  # an empty file is an error
-    prime = s.prime if prime is None else prime
-    unknown = unknown_chars(vocab, prime)
+        options["prime"] = read_text(prime_file)  # an empty file or a directory is an error
+    given = {name: value for name, value in options.items() if value is not None}
+    settings = dataclasses.replace(ckpt.config.sample, **given)  # validated by the config
+    unknown = unknown_chars(vocab, settings.prime)
     if unknown:
         click.echo(f"Warning: prime characters not in the vocabulary are read as <UNK>: "
                    f"{''.join(unknown)!r}", err=True)  # fmt: skip
-    num = s.num if num is None else num
-    seed = s.seed if seed is None else seed
-    stream = num == 1 and not as_json
+    stream = settings.num == 1 and not as_json and target is None
 
     def show(text: str) -> None:
         click.echo(text, nl=False)  # click.echo flushes: the text appears as it is drawn
 
     if stream:
-        show(prime)
-    samples = generate(
-        ckpt.model(),
-        ckpt.params,
-        vocab,
-        np.random.default_rng(seed),  # seed None: fresh entropy
-        num=num,
-        max_len=s.max_len if max_len is None else max_len,
-        temperature=s.temperature if temperature is None else temperature,
-        top_k=s.top_k if top_k is None else top_k,
-        top_p=s.top_p if top_p is None else top_p,
-        greedy=s.greedy if greedy is None else greedy,
-        no_unk=s.no_unk if no_unk is None else no_unk,
-        prime=prime,
-        on_text=show if stream else None,
-    )
+        show(settings.prime)
+    samples = generate(ckpt.model(), ckpt.params, vocab, settings, stop=stop,
+                       train_unk_count=ckpt.meta.get("train_unk_count"),
+                       on_text=show if stream else None)  # fmt: skip
+    texts = [settings.prime + text for text in samples]
+    if stream:
+        click.echo(nl=not texts[0].endswith("\n"))
+        return
     if as_json:
-        click.echo(json.dumps([prime + text for text in samples], ensure_ascii=False))
-    elif stream:
-        click.echo()
+        body = json.dumps(texts, ensure_ascii=False) + "\n"
     else:
-        for i, text in enumerate(samples):
-            if i and vocab.mode == "stream":
-                click.echo()  # a blank line between samples that may span several lines
-            click.echo(prime + text)
+        ended = [text if text.endswith("\n") else text + "\n" for text in texts]
+        # A blank line between stream-mode samples, which may span several lines.
+        body = ("\n" if vocab.mode == "stream" else "").join(ended)
+    if target is None:
+        click.echo(body, nl=False)
+        return
+    try:
+        write_atomic(target, body.encode("utf-8"))
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot write samples to {output}: {exc.strerror or exc}"
+        ) from None
+    click.echo(f"wrote {len(texts)} sample{'s' * (len(texts) > 1)} to {output}", err=True)
 
 
 _LN2 = math.log(2.0)
@@ -521,32 +660,39 @@ SHOW_COLOURS = ("green", "cyan", "yellow", "magenta", "red")
     "--limit",
     type=click.IntRange(min=1),
     default=None,
-    help="Evaluate only the first N characters.",
+    help="Evaluate only the first N characters (in lines mode: the whole lines among them).",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
-              help="1 reads the text in exact order. N > 1 is faster: the text is cut into N "
-                   "contiguous streams, each read in order (the state restarts at each cut, and "
-                   "fewer than N characters at the end are left out).")  # fmt: skip
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Contiguous streams the text is cut into, each read in order with the state "
+                   "carried (stream mode: fewer than N characters at the end are left out; "
+                   "lines mode: cut at line starts, the same losses as 1). Default 32; 1 with "
+                   "--show, which reads the text in exact order.")  # fmt: skip
 def eval_command(corpus: str, run_dir: str | None, checkpoint_path: str | None,
                  runs_dir: str, as_json: bool, show: bool, limit: int | None,
-                 batch_size: int) -> None:  # fmt: skip
+                 batch_size: int | None) -> None:  # fmt: skip
     """Loss of a trained model on CORPUS, with unigram / bigram baselines.
 
-    Reports nats and bits per character, perplexity and the <UNK> rate, over the whole text
-    with the state carried. The baselines are add-one smoothed character n-gram models counted
-    on the run's training split (when its corpus file is still there), scored on the same
-    characters.
+    Reports nats and bits per character, perplexity and the <UNK> rate, with the state
+    carried. A model trained from cold starts scores the same at any batch size (within a
+    percent or so on a long text), so the default reads 32 streams at once. The baselines are
+    add-one smoothed character n-gram models counted on the run's training split (when its
+    corpus file is still there), scored on the same characters.
+
+    \b
+    Example:
+      charlm eval data/tinyshakespeare.txt --run runs/tinyshakespeare
+      charlm eval notes.txt --show --limit 400
     """
-    from charlm.data import read_text  # noqa: PLC0415 - keep `charlm --help` fast
+    from charlm.data import first_chars, read_text  # noqa: PLC0415 - keep `--help` fast
     from charlm.evaluate import evaluate_text, fit_baselines, training_ids  # noqa: PLC0415
 
     if show and as_json:
         raise click.UsageError("--show and --json cannot be combined")
-    if show and batch_size != 1:
+    if show and batch_size not in (None, 1):
         raise click.UsageError("--show reads the text in order: leave --batch-size at 1")
+    batch_size = batch_size or (1 if show else 32)
     json_path, ckpt = _open_checkpoint(run_dir, checkpoint_path, runs_dir)
-    text = read_text(corpus)
-    text = text if limit is None else text[:limit]
+    text = first_chars(read_text(corpus), ckpt.vocab.mode, limit)
     train_corpus = ckpt.meta.get("corpus") or ckpt.config.data.corpus
     baselines, note = None, ""
     if not isinstance(train_corpus, str) or not Path(train_corpus).is_file():
@@ -624,23 +770,28 @@ def _show_losses(text: str, losses: Any, lines: bool) -> None:
     "--output",
     type=click.Path(dir_okay=False),
     default=None,
-    help="PNG file to write [default: RUN/loss.png].",
+    help="Image file to write; its suffix picks the format (.png, .pdf, .svg, ...; none: "
+    ".png added) [default: RUN/loss.png].",
 )
 def plot(run: str, output: str | None) -> None:
     """Training and validation loss curves of RUN (from its metrics.jsonl).
 
-    Writes a PNG with matplotlib (pip install 'charlm[plot]'); without it, prints a text chart.
+    Writes an image with matplotlib (pip install 'charlm[plot]'); without it, prints a text
+    chart.
     """
-    from charlm.plot import read_metrics, save_png, text_chart  # noqa: PLC0415
+    from charlm.plot import INSTALL_HINT, image_target, read_metrics, save_image, text_chart  # noqa: PLC0415
 
+    # A bad -o fails before the metrics are read.
+    target, fmt = image_target(output) if output is not None else (None, "png")
     path = Path(run)
     curves = read_metrics(path if path.is_file() else path / "metrics.jsonl")
-    try:
-        import matplotlib  # noqa: F401, PLC0415 - optional extra charlm[plot]
-    except ImportError:
-        click.echo(text_chart(curves))
-        click.echo("install matplotlib for a PNG: pip install 'charlm[plot]'")
-        return
-    target = Path(output) if output else (path.parent if path.is_file() else path) / "loss.png"
-    save_png(curves, target, title=str(path))
+    if target is None:
+        try:
+            import matplotlib  # noqa: F401, PLC0415 - optional extra charlm[plot]
+        except ImportError:
+            click.echo(text_chart(curves))
+            click.echo(f"install matplotlib for a PNG: {INSTALL_HINT}")
+            return
+        target = (path.parent if path.is_file() else path) / "loss.png"
+    save_image(curves, target, fmt, title=str(path))
     click.echo(f"saved {target}")

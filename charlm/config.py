@@ -120,6 +120,13 @@ class DataConfig(_Section):
     mode: str = _key("stream", "stream: one text; lines: a line each", choices=("stream", "lines"))
     val_fraction: float = _key(0.1, "fraction held out for validation (or val_file)", ge=0, lt=1)
     val_file: str = _key("", "separate validation text file; when set val_fraction is ignored")
+    val_split: str = _key(
+        "auto",
+        "which part validates: random = whole lines at random (lines mode), tail = the end of "
+        "the text; auto = random in lines mode, tail in stream mode",
+        choices=("auto", "tail", "random"),
+    )
+    split_seed: int = _key(0, "seed of the random validation split", ge=0)
     vocab: str = _key("", "existing vocabulary JSON to use; empty = build one from the corpus")
     min_count: int = _key(1, "characters seen fewer times map to the unknown token", ge=1)
     max_size: int = _key(0, "vocabulary size cap incl. 2 specials: 0 (none) or >= 3", ge=0)
@@ -137,15 +144,24 @@ class TrainConfig(_Section):
     max_seconds: float = _key(0.0, "wall-clock budget in seconds; 0 = no limit", ge=0)
     lr: float = _key(2e-3, "peak learning rate", gt=0)
     optimizer: str = _key("adam", "optimizer", choices=("sgd", "adam", "adagrad", "rmsprop"))
-    beta1: float = _key(0.9, "Adam first-moment decay (also SGD momentum)", ge=0, lt=1)
+    beta1: float = _key(0.9, "Adam first-moment decay (adam only)", ge=0, lt=1)
     beta2: float = _key(0.999, "Adam / RMSprop second-moment decay", ge=0, lt=1)
     eps: float = _key(1e-8, "optimizer epsilon for numerical stability", gt=0)
-    weight_decay: float = _key(0.0, "L2 weight decay", ge=0)
+    weight_decay: float = _key(
+        0.0, "decoupled (AdamW-style) weight decay, every optimizer: p -= lr*wd*p", ge=0
+    )
     lr_schedule: str = _key("constant", "lr schedule", choices=("constant", "step", "cosine"))
     warmup_steps: int = _key(0, "linear warm-up steps before the schedule", ge=0)
     lr_decay: float = _key(0.5, "step schedule: lr factor every lr_decay_every steps", gt=0, le=1)
     lr_decay_every: int = _key(1000, "step schedule: steps between decays", ge=1)
     min_lr: float = _key(0.0, "cosine schedule: learning-rate floor", ge=0)
+    restart_prob: float = _key(
+        0.05,
+        "stream mode: chance that a batch row restarts from the zero state at each window, "
+        "so the model learns the cold start that sampling and evaluation begin from",
+        ge=0,
+        le=1,
+    )
     clip: float = _key(5.0, "gradient clipping threshold; 0 = off", ge=0)
     clip_kind: str = _key("norm", "clip the global norm or each value", choices=("norm", "value"))
     eval_every: int = _key(500, "steps between validation evaluations", ge=1)
@@ -165,13 +181,16 @@ class SampleConfig(_Section):
 
     SECTION: ClassVar[str] = "sample"
     max_len: int = _key(200, "characters to generate per sample", ge=1)
+    lines: int = _key(0, "stream mode: end a sample after its N-th line break; 0 = off", ge=0)
     num: int = _key(1, "number of samples", ge=1)
     temperature: float = _key(1.0, "softmax temperature; lower = more conservative", gt=0)
     top_k: int = _key(0, "keep only the k most likely characters; 0 = off", ge=0)
     top_p: float = _key(1.0, "nucleus sampling probability mass; 1 = off", gt=0, le=1)
     greedy: bool = _key(False, "always pick the most likely character")
     seed: int | None = _key(None, "random seed; null = different every run", ge=0)
-    no_unk: bool = _key(False, "never emit the unknown token")
+    no_unk: bool | None = _key(
+        None, "never emit the unknown token; null = only if the training text had none"
+    )
     prime: str = _key("", "text fed to the model before sampling")
 
 
@@ -198,6 +217,11 @@ class Config:
             raise ConfigError(
                 f"data.max_size: must be 0 (no limit) or >= 3 (two special tokens and a "
                 f"character), got {self.data.max_size}"
+            )
+        if self.data.val_split == "random" and self.data.mode != "lines":
+            raise ConfigError(
+                "data.val_split: random splits whole lines, so it needs data.mode=lines; "
+                "a stream validates on its tail"
             )
         t = self.train
         if t.max_steps == 0 and t.max_epochs == 0 and t.max_seconds == 0:
@@ -247,6 +271,17 @@ def config_from_dict(d: Mapping[str, Any]) -> Config:
 def config_to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
     """Plain nested dict of `cfg` (round-trips through `config_from_dict`)."""
     return dataclasses.asdict(cfg)
+
+
+def config_diff(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (old value, new value)} for every option that differs, in key order."""
+    a, b = config_to_dict(old), config_to_dict(new)
+    return {
+        f"{section}.{name}": (a[section][name], b[section][name])
+        for section in SECTIONS
+        for name in a[section]
+        if a[section][name] != b[section][name]
+    }
 
 
 def with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
@@ -373,6 +408,11 @@ def _apply_overrides(
         try:
             key, sep, raw = text.partition("=")
             key = key.strip()
+            if not sep and key in key_specs():  # the right key, the value forgotten
+                allowed = key_specs()[key].allowed()
+                raise ConfigError(
+                    f"{key} needs a value: --set {key}=VALUE" + (f" ({allowed})" if allowed else "")
+                )
             if not sep or "." not in key:
                 hint = _did_you_mean(key) if key else ""
                 raise ConfigError(f"expected SECTION.KEY=VALUE, e.g. train.lr=0.01{hint}")
@@ -406,7 +446,7 @@ def _unknown(dotted: str) -> str:
 
 def _did_you_mean(name: str) -> str:
     """A '; did you mean ...?' hint for a misspelt or misplaced section or key ('' if none)."""
-    keys = list(key_specs())
+    keys = [k for k in key_specs() if k != name]  # suggesting what was typed helps no one
     # The right key in the wrong section (or in none) beats a mere spelling match.
     matches = [k for k in keys if k.endswith("." + name.rsplit(".", 1)[-1])]
     if not matches:

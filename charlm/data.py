@@ -7,7 +7,10 @@ batch k and the hidden state can be carried across batches.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,18 +38,47 @@ def read_text(path: str | os.PathLike[str]) -> str:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text or text.isspace():
         raise CharlmError(f"{path} is empty (no non-whitespace text)")
+    nuls = text.count("\0")
+    if nuls > len(text) // 100:  # text has none; a stray one may be kept, a binary file may not
+        raise CharlmError(
+            f"{path} looks like a binary file, not text: {nuls:,} of its {len(text):,} "
+            "characters are NUL bytes"
+        )
     return text
+
+
+_BLANK_LINE = re.compile(r"^[^\S\n]*(?:\n|\Z)", re.MULTILINE)
+
+
+def drop_blank_lines(text: str) -> str:
+    """`text` without its empty and whitespace-only lines (in lines mode they are no examples)."""
+    return _BLANK_LINE.sub("", text)
+
+
+def first_chars(text: str, mode: str, limit: int | None) -> str:
+    """The text a model reads of `text`, cut at `limit` characters if given. In lines mode
+    blank lines are left out and the cut keeps whole lines (a cut line would end in a false
+    <EOS>); a first line longer than `limit` is cut one short, for its <EOS>."""
+    if mode == "lines":
+        text = drop_blank_lines(text)
+    if limit is None or len(text) <= limit:
+        return text
+    if mode == "stream":
+        return text[:limit]
+    end = text.rfind("\n", 0, limit) + 1
+    return text[:end] if end else text[: max(limit - 1, 1)]
 
 
 def encode_text(text: str, vocab: Vocab) -> np.ndarray:
     """The ids of a corpus: `vocab.encode(text)` in stream mode; in lines mode
 
     <EOS> line1 <EOS> line2 <EOS> ... lineK <EOS>, the leading <EOS> being the start token
-    the model reads first, exactly as sampling starts from <EOS>.
+    the model reads first, exactly as sampling starts from <EOS>. Blank lines are left out.
     """
     if vocab.mode == "stream":
         return vocab.encode(text)
     # Lines mode: vocab.encode already maps "\n" to <EOS>; add the start and a final end.
+    text = drop_blank_lines(text)
     tail = 0 if text.endswith("\n") or not text else 1
     ids = np.empty(1 + len(text) + tail, dtype=vocab.dtype)
     ids[0] = vocab.eos_id
@@ -54,6 +86,24 @@ def encode_text(text: str, vocab: Vocab) -> np.ndarray:
     if tail:
         ids[-1] = vocab.eos_id
     return ids
+
+
+def split_lines(
+    ids: np.ndarray, val_fraction: float, eos_id: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) of lines-mode ids (<EOS> line <EOS> line ... <EOS>): whole lines drawn at
+    random (seeded) for validation, about `val_fraction` of them; each part keeps its lines in
+    corpus order behind a leading <EOS>. A file sorted by anything (an alphabetical word list)
+    would otherwise validate on its last letters only."""
+    ends = np.flatnonzero(ids == eos_id)  # ends[0] == 0, the start token
+    n_lines = len(ends) - 1
+    n_val = n_lines - int(n_lines * (1.0 - val_fraction))
+    val_line = np.zeros(n_lines, dtype=bool)
+    val_line[np.random.default_rng(seed).permutation(n_lines)[:n_val]] = True
+    in_val = np.repeat(val_line, np.diff(ends))  # per id after the start: its line's side
+    body = ids[1 : ends[-1] + 1]
+    start = ids[:1]
+    return np.concatenate([start, body[~in_val]]), np.concatenate([start, body[in_val]])
 
 
 def split_ids(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -72,6 +122,11 @@ class Batch:
     y: np.ndarray
     # True where the state must be zeroed BEFORE reading x[n, t]; None when nothing resets.
     resets: np.ndarray | None
+    # (N,) True for the rows whose carried state restarts from zero before this window
+    # (training streams only); None when every row carries its state on.
+    restarts: np.ndarray | None = None
+    # (N, T) True where the target counts (evaluation of padded streams); None: all count.
+    scored: np.ndarray | None = None
 
 
 def _check_sizes(ids: np.ndarray, batch_size: int, seq_len: int) -> np.ndarray:
@@ -100,7 +155,15 @@ def _batch(x: np.ndarray, y: np.ndarray, reset_id: int | None) -> Batch:
 
 class BatchStream:
     """N parallel contiguous streams cut into windows of T (char-rnn / torch-rnn): row n of
-    batch k+1 continues row n of batch k, so the hidden state can be carried."""
+    batch k+1 continues row n of batch k, so the hidden state can be carried.
+
+    Every row restarts from the zero state at an epoch's first window. With `restart_prob` p,
+    each row also restarts at any other window with probability p (drawn from a generator
+    seeded by `seed` and the position, so a resumed stream restarts where the first would
+    have). Sampling and evaluation start from the zero state; without these restarts a model
+    trained for less than a few epochs has almost never read text from it and can fall into
+    states it never leaves (a cold-start sample of garbage).
+    """
 
     def __init__(
         self,
@@ -109,6 +172,8 @@ class BatchStream:
         seq_len: int,
         reset_id: int | None = None,
         position: int = 0,
+        restart_prob: float = 0.0,
+        seed: int = 0,
     ):
         ids = _check_sizes(ids, batch_size, seq_len)
         if not isinstance(position, (int, np.integer)) or isinstance(position, bool):
@@ -126,6 +191,8 @@ class BatchStream:
         self.batch_size = int(batch_size)
         self.seq_len = int(seq_len)
         self.reset_id = reset_id
+        self.restart_prob = float(restart_prob)
+        self.seed = int(seed)
         self.windows_per_epoch: int = length // seq_len
         self._x, self._y = _streams(ids, batch_size)
         self._position = int(position)
@@ -144,29 +211,70 @@ class BatchStream:
         """True if the next batch is window 0 of an epoch (where carried state is zeroed)."""
         return self._position % self.windows_per_epoch == 0
 
+    def restarts(self) -> np.ndarray | None:
+        """(N,) rows whose state restarts from zero before the next batch; None if none do."""
+        if self.starts_epoch():
+            return np.ones(self.batch_size, dtype=bool)
+        if self.restart_prob <= 0.0:
+            return None
+        rng = np.random.default_rng([self.seed, self._position])
+        rows = rng.random(self.batch_size) < self.restart_prob
+        return rows if rows.any() else None
+
     def next_batch(self) -> Batch:
         """The batch at `position`; then advance (wrapping to window 0 after the last)."""
+        restarts = self.restarts()
         start = (self._position % self.windows_per_epoch) * self.seq_len
         window = slice(start, start + self.seq_len)
         self._position += 1
-        return _batch(self._x[:, window], self._y[:, window], self.reset_id)
+        batch = _batch(self._x[:, window], self._y[:, window], self.reset_id)
+        return dataclasses.replace(batch, restarts=restarts)
 
 
 def eval_batches(
     ids: np.ndarray, batch_size: int, seq_len: int, reset_id: int | None = None
 ) -> Iterator[Batch]:
-    """Batches that cover every target of `ids` once (all but < n leftovers), in stream order,
-    for evaluation with carried state; the final window of each pass may be shorter."""
+    """Batches that cover every target of `ids` once, in stream order, for evaluation with
+    carried state; the final window of each pass may be shorter. In stream mode the ids are
+    cut into n equal streams (fewer than n leftovers are dropped). With `reset_id` (lines
+    mode) the streams are cut at sequence starts and every target is scored, exactly as with
+    one stream: a Batch's `scored` marks the positions that count."""
     ids = _check_sizes(ids, batch_size, seq_len)
     if len(ids) < 2:
         raise CharlmError(
             f"need at least 2 ids to evaluate (an input and a target), have {len(ids)}"
         )
     n = max(1, min(batch_size, (len(ids) - 1) // seq_len))
-    x, y = _streams(ids, n)
+    if reset_id is None:
+        (x, y), scored = _streams(ids, n), None
+    else:
+        x, y, scored = _line_streams(ids, n, reset_id)
     for start in range(0, x.shape[1], seq_len):
         window = slice(start, start + seq_len)
-        yield _batch(x[:, window], y[:, window], reset_id)
+        batch = _batch(x[:, window], y[:, window], reset_id)
+        yield batch if scored is None else dataclasses.replace(batch, scored=scored[:, window])
+
+
+def _line_streams(
+    ids: np.ndarray, n: int, reset_id: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inputs, targets and `scored` as (n, L) matrices of streams that each begin at a
+    sequence start (a `reset_id`), about equally long. A shorter stream is padded with
+    `reset_id` inputs (the state restarts there: nothing carries over) and unscored targets;
+    the state restarts at every sequence anyway, so each target is scored as in one stream."""
+    body = len(ids) - 1
+    starts = np.flatnonzero(ids[:-1] == reset_id)
+    nearest = np.searchsorted(starts, np.arange(n) * body / n)
+    cuts = np.union1d([0], starts[np.minimum(nearest, len(starts) - 1)])
+    ends = np.append(cuts[1:], body)
+    shape = (len(cuts), int((ends - cuts).max()))
+    x, y = np.full(shape, reset_id, dtype=ids.dtype), np.zeros(shape, dtype=ids.dtype)
+    scored = np.zeros(shape, dtype=bool)
+    for row, (start, end) in enumerate(zip(cuts.tolist(), ends.tolist(), strict=True)):
+        x[row, : end - start] = ids[start:end]
+        y[row, : end - start] = ids[start + 1 : end + 1]
+        scored[row, : end - start] = True
+    return x, y, scored
 
 
 @dataclass
@@ -180,14 +288,28 @@ class Corpus:
     unknown: list[str]  # distinct characters outside a given vocabulary (they became <UNK>)
     unknown_count: int
 
+    @functools.cached_property
+    def train_unk_count(self) -> int:
+        """<UNK> ids in the training split (none: sampling never draws <UNK> unless asked)."""
+        return int(np.count_nonzero(self.train_ids == self.vocab.unk_id))
+
     @property
     def reset_id(self) -> int | None:
         """<EOS> in lines mode (the state restarts there), None in stream mode."""
         return self.vocab.eos_id if self.vocab.mode == "lines" else None
 
-    def batches(self, batch_size: int, seq_len: int, position: int = 0) -> BatchStream:
-        """The training batch stream, starting after `position` batches."""
-        return BatchStream(self.train_ids, batch_size, seq_len, self.reset_id, position)
+    def batches(
+        self,
+        batch_size: int,
+        seq_len: int,
+        position: int = 0,
+        restart_prob: float = 0.0,
+        seed: int = 0,
+    ) -> BatchStream:
+        """The training batch stream, starting after `position` batches (see BatchStream)."""
+        return BatchStream(
+            self.train_ids, batch_size, seq_len, self.reset_id, position, restart_prob, seed
+        )
 
 
 def load_corpus(path: str | os.PathLike[str], data: Any, vocab: Vocab | None = None) -> Corpus:
@@ -224,7 +346,10 @@ def load_corpus(path: str | os.PathLike[str], data: Any, vocab: Vocab | None = N
 
 def split_corpus(ids: np.ndarray, data: Any, vocab: Vocab) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) ids as training cuts them: with `data.val_file` all of `ids` trains
-    and that file validates; otherwise the `data.val_fraction` tail validates."""
+    and that file validates; otherwise `data.val_fraction` validates: random whole lines in
+    lines mode (`data.val_split` auto or random), else the tail."""
     if data.val_file:
         return ids, encode_text(read_text(data.val_file), vocab)
+    if vocab.mode == "lines" and data.val_split in ("auto", "random"):
+        return split_lines(ids, data.val_fraction, vocab.eos_id, data.split_seed)
     return split_ids(ids, data.val_fraction)

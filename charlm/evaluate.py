@@ -61,7 +61,7 @@ def evaluate_ids(
     """
     xp = xp_of(params["Wy"])
     dtype = params["Wy"].dtype
-    total, count, kept = 0.0, 0, []
+    total, count, kept, kept_scored = 0.0, 0, [], []
     state = None
     for batch in eval_batches(ids, batch_size, seq_len, reset_id):
         N, T = batch.x.shape
@@ -71,13 +71,20 @@ def evaluate_ids(
         resets = None if batch.resets is None else xp.asarray(batch.resets)
         logits, state, _ = model.forward(params, x, state, resets)
         loss, _, losses = softmax_cross_entropy(logits.reshape(model.V, T * N), y.T.reshape(-1))
-        total += float(loss) * T * N
-        count += T * N
+        if batch.scored is None:
+            total += float(loss) * T * N
+            count += T * N
+        else:  # padding at the end of shorter streams does not count
+            scored = batch.scored.T.reshape(-1)
+            total += float((losses * xp.asarray(scored)).sum())
+            count += int(scored.sum())
         if keep_losses:
             kept.append(to_numpy(losses).reshape(T, N))
+            kept_scored.append(np.ones((T, N), bool) if batch.scored is None else batch.scored.T)
     per_pos = None
     if keep_losses and kept:
-        per_pos = np.concatenate(kept, axis=0).T.reshape(-1)  # stream by stream, in order
+        # stream by stream, each in order: the corpus order
+        per_pos = np.concatenate(kept).T.reshape(-1)[np.concatenate(kept_scored).T.reshape(-1)]
     return EvalResult(total / max(count, 1), count, per_pos)
 
 
@@ -154,8 +161,9 @@ def evaluate_text(
     if baselines is not None:
         totals = dict.fromkeys((b.name for b in baselines), 0.0)
         for batch in eval_batches(ids, batch_size, seq_len, reset):
+            scored = np.ones(batch.x.shape, bool) if batch.scored is None else batch.scored
             for b in baselines:
-                totals[b.name] += float(b.losses(batch.x, batch.y).sum())
+                totals[b.name] += float(b.losses(batch.x, batch.y)[scored].sum())
         scores = {name: total / max(result.chars, 1) for name, total in totals.items()}
     return CorpusEval(
         loss=result.loss,

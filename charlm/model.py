@@ -91,6 +91,12 @@ class CharModel:
         H = self.H
         return [tuple(xp.zeros((H, N), dtype=dtype) for _ in c.state_names) for c in self.cells]
 
+    def restart_rows(self, state: State, rows: np.ndarray) -> State:
+        """`state` with the sequences (columns) where `rows` (N,) is True set to zero."""
+        xp = xp_of(state[0][0])
+        keep = xp.asarray(~rows).astype(state[0][0].dtype)  # (N,): scales every column
+        return [tuple(s * keep for s in layer) for layer in state]
+
     def _layer_params(self, params: dict[str, Array], i: int) -> dict[str, Array]:
         prefix = f"l{i}."
         return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}

@@ -108,9 +108,11 @@ COMPARED = ("step", "epoch", "lr", "train_loss", "grad_norm", "val_loss")
 
 
 def run_metrics(run: Path) -> list[dict[str, Any]]:
-    """The deterministic fields of every metrics.jsonl line (timings left out)."""
+    """The deterministic fields of every training record in metrics.jsonl (timings and the
+    event records a resume adds left out)."""
     lines = (run / "metrics.jsonl").read_text("utf-8").splitlines()
-    return [{k: r[k] for k in COMPARED if k in r} for r in map(json.loads, lines)]
+    records = [r for r in map(json.loads, lines) if "event" not in r]
+    return [{k: r[k] for k in COMPARED if k in r} for r in records]
 
 
 def assert_same_run(a: Path, b: Path) -> None:

@@ -120,6 +120,16 @@ def test_describe_keys() -> None:
     assert all(text for _, _, text in rows)
 
 
+def test_optimizer_help_says_what_optim_does() -> None:
+    """beta1 is Adam's alone (SGD here has no momentum); weight decay is decoupled, not L2."""
+    specs = key_specs()
+    assert "adam only" in specs["train.beta1"].help and "SGD" not in specs["train.beta1"].help
+    assert "decoupled" in specs["train.weight_decay"].help
+    assert "L2" not in specs["train.weight_decay"].help
+    yaml_text = (CONFIGS / "default.yaml").read_text(encoding="utf-8")
+    assert "momentum" not in yaml_text and "decoupled" in yaml_text and "L2" not in yaml_text
+
+
 # --- strict validation ------------------------------------------------------------------
 
 
@@ -223,7 +233,10 @@ def test_every_bound_is_enforced(spec: KeySpec, op: str, limit: float) -> None:
 @pytest.mark.parametrize("spec", [s for s in SPECS if s.choices], ids=lambda s: s.key)
 def test_every_choice_is_enforced(spec: KeySpec) -> None:
     for choice in spec.choices:
-        assert getattr(getattr(config_from_dict(_with(spec, choice)), spec.section), spec.name)
+        d = _with(spec, choice)
+        if spec.key == "data.val_split":
+            d["data"]["mode"] = "lines"  # where every split applies
+        assert getattr(getattr(config_from_dict(d), spec.section), spec.name)
     for bad in ("nope", spec.choices[0].upper(), ""):
         with pytest.raises(ConfigError) as err:
             config_from_dict(_with(spec, bad))
@@ -379,7 +392,10 @@ def test_overrides_parse_values_by_type() -> None:
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("train.lr", "expected SECTION.KEY=VALUE"),
+        ("train.lr", r"train.lr needs a value: --set train.lr=VALUE \(> 0\)$"),
+        (" model.cell ", r"model.cell needs a value: --set model.cell=VALUE \(one of 'rnn'"),
+        ("data.corpus", "data.corpus needs a value: --set data.corpus=VALUE$"),
+        ("train.lr_rate", "expected SECTION.KEY=VALUE.*did you mean 'train.lr'"),
         ("lr=0.1", "expected SECTION.KEY=VALUE.*did you mean 'train.lr'"),
         ("=0.1", "expected SECTION.KEY=VALUE"),
         ("train.lr_rate=0.1", "unknown key 'train.lr_rate'.*did you mean 'train.lr'"),
@@ -394,6 +410,13 @@ def test_bad_overrides_are_named(override: str, expected: str) -> None:
     with pytest.raises(ConfigError, match=expected) as err:
         with_overrides(default_config(), [override])
     assert f"invalid override {override!r}" in str(err.value)
+
+
+@pytest.mark.parametrize("override", ["train.lr", "lr", "train.lr_rate", "trian.lr", "model"])
+def test_override_hints_never_suggest_what_was_typed(override: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        with_overrides(default_config(), [override])
+    assert f"did you mean {override.strip()!r}" not in str(err.value)
 
 
 def test_overrides_apply_after_the_file(tmp_path: Path) -> None:
@@ -439,7 +462,14 @@ def _as_text(value: Any) -> str:
 
 def _cross_ok(d: dict[str, dict[str, Any]]) -> bool:
     limits = (d["train"]["max_steps"], d["train"]["max_epochs"], d["train"]["max_seconds"])
-    return d["data"]["max_size"] not in (1, 2) and any(limits)
+    random_stream = d["data"]["val_split"] == "random" and d["data"]["mode"] != "lines"
+    return d["data"]["max_size"] not in (1, 2) and any(limits) and not random_stream
+
+
+def test_a_random_split_needs_lines_mode() -> None:
+    with pytest.raises(ConfigError, match="data.val_split.*data.mode=lines"):
+        config_from_dict({"data": {"val_split": "random"}})
+    assert config_from_dict({"data": {"val_split": "random", "mode": "lines"}}).data.mode == "lines"
 
 
 @settings(max_examples=150, deadline=None)

@@ -95,8 +95,9 @@ def committed_step(run: Path) -> int:
 
 
 def metrics_steps(run: Path) -> list[int]:
-    lines = (run / "metrics.jsonl").read_text("utf-8").splitlines()
-    return [json.loads(line)["step"] for line in lines]
+    """The steps of the training records (a resume adds an event record at its step)."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text("utf-8").splitlines()]
+    return [r["step"] for r in records if "event" not in r]
 
 
 def resume_and_check(run: Path, step: int, extra_steps: int = 3) -> None:

@@ -72,8 +72,9 @@ def _lines_vocab() -> Vocab:
     [
         ("ab\nc\n", "E ab E c E"),
         ("ab\nc", "E ab E c E"),  # a missing final newline still ends the last line
-        ("ab\n\nc\n", "E ab E E c E"),  # empty lines stay, as empty sequences
-        ("\n", "E E"),
+        ("ab\n\nc\n", "E ab E c E"),  # blank lines are no examples: left out
+        ("ab\n \t\nc\n\n", "E ab E c E"),  # whitespace-only lines too
+        ("\n", "E"),
         ("c", "E c E"),
     ],
 )
@@ -232,6 +233,35 @@ def test_eval_batches_cover_all_but_fewer_than_n_targets(
     assert 0 <= (n_ids - 1) - len(targets) < n
     assert all(b.x.shape[1] <= seq_len and b.resets is None for b in batches)
     assert all(b.x.shape[1] == seq_len for b in batches[:-1])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    lines=st.lists(st.lists(st.integers(2, 9), max_size=12), min_size=1, max_size=30),
+    batch_size=st.integers(1, 8),
+    seq_len=st.integers(1, 12),
+)
+def test_line_streams_score_every_target_once_from_a_line_start(
+    lines: list[list[int]], batch_size: int, seq_len: int
+) -> None:
+    ids = np.array([1] + [i for line in lines for i in [*line, 1]], dtype=np.uint8)
+    batches = list(eval_batches(ids, batch_size, seq_len, reset_id=1))
+    n = batches[0].x.shape[0]
+    rows = [
+        [
+            (x, y)
+            for b in batches
+            for x, y, s in zip(b.x[r], b.y[r], b.scored[r], strict=True)
+            if s
+        ]  # fmt: skip
+        for r in range(n)
+    ]
+    assert all(row and row[0][0] == 1 for row in rows)  # each stream starts at a line start
+    pairs = [pair for row in rows for pair in row]
+    assert [int(x) for x, _ in pairs] == ids[:-1].tolist()  # all of them, in corpus order
+    assert [int(y) for _, y in pairs] == ids[1:].tolist()
+    for b in batches:  # unscored padding reads <EOS>: it cannot disturb a later scored step
+        assert (b.x[~b.scored] == 1).all() and np.array_equal(b.resets, b.x == 1)
 
 
 def test_eval_batches_resets_and_short_input() -> None:

@@ -84,13 +84,27 @@ def test_loss_equals_direct_computation(mode: str):
     assert count == (len(text) if mode == "lines" else len(text) - 1)
 
 
-def test_batched_evaluation_is_close_and_drops_a_tail():
+@pytest.mark.parametrize(("batch_size", "seq_len"), [(2, 16), (4, 16), (7, 5), (64, 3)])
+def test_batched_lines_evaluation_scores_every_line_exactly_as_one_stream(
+    batch_size: int, seq_len: int
+):
+    """Lines-mode streams are cut at line starts (the state restarts there anyway) and the
+    shorter ones padded without scoring the padding: the same per-character losses."""
     text = LINES_TEXT
     ckpt = trained_lines("")
-    one = evaluate_text(ckpt.model(), ckpt.params, ckpt.vocab, text, 1)
-    four = evaluate_text(ckpt.model(), ckpt.params, ckpt.vocab, text, 4, 16)
-    assert len(encode_text(text, ckpt.vocab)) - 1 - four.chars in range(4)
-    assert four.loss == pytest.approx(one.loss, rel=0.1)
+    model, params, vocab = ckpt.model(), ckpt.params, ckpt.vocab
+    one = evaluate_text(model, params, vocab, text, 1, keep_losses=True)
+    many = evaluate_text(model, params, vocab, text, batch_size, seq_len, keep_losses=True)
+    assert many.chars == one.chars == len(encode_text(text, vocab)) - 1
+    assert many.loss == pytest.approx(one.loss, rel=1e-6)
+    assert np.allclose(many.losses, one.losses, rtol=1e-5, atol=1e-6)  # in corpus order
+
+
+def test_batched_stream_evaluation_drops_a_short_tail():
+    text = "the cat sat on the mat. " * 20
+    ckpt = make_ckpt(text, "stream")
+    result = evaluate_text(ckpt.model(), ckpt.params, ckpt.vocab, text, 4, 16)
+    assert len(text) - 1 - result.chars in range(4)
 
 
 def test_per_position_losses_and_unk_rate():
@@ -207,14 +221,13 @@ def test_cli_limit_and_batch_size(words_run: tuple[Path, Path]):
     limited = json.loads(
         invoke("eval", str(corpus), "--run", str(run), "--json", "--limit", "5").stdout
     )
-    assert limited["chars"] == 6  # "cat\nd": <EOS> c a t <EOS> d <EOS>
+    assert limited["chars"] == 4  # whole lines of the first 5 characters: <EOS> c a t <EOS>
     full = json.loads(invoke("eval", str(corpus), "--run", str(run), "--json").stdout)
     fast = json.loads(
         invoke("eval", str(corpus), "--run", str(run), "--json", "--batch-size", "8").stdout
     )
-    assert full["chars"] == len(LINES_TEXT)
-    assert full["chars"] - 8 < fast["chars"] <= full["chars"]
-    assert fast["loss"] == pytest.approx(full["loss"], rel=0.1)
+    assert full["chars"] == fast["chars"] == len(LINES_TEXT)  # lines: no tail left out
+    assert fast["loss"] == pytest.approx(full["loss"], rel=1e-6)
 
 
 def test_cli_show_plain_and_coloured(words_run: tuple[Path, Path], tmp_path: Path):

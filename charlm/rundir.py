@@ -1,0 +1,216 @@
+"""The run directory: what it holds, who may write it, and what a resume may change.
+
+    RUN/config.yaml  vocab.json  metrics.jsonl  best.json  last.json  *-NNNNNNNN.npz  .lock
+
+One process writes a run at a time: `RunLock` is an OS file lock on `RUN/.lock` holding the
+writer's PID. It is the kernel's lock (`flock`; `msvcrt.locking` on Windows), so it is released
+however its process ends, even by SIGKILL, and the next run takes it over; the PID inside only
+names the holder in the message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from charlm.config import Config, config_diff
+from charlm.errors import CharlmError
+from charlm.fileio import sha256_file, write_atomic
+
+RUN_FILES = ("config.yaml", "vocab.json", "metrics.jsonl", "best.json", "last.json")
+CHECKPOINTS = ("best", "last")
+LOCK_NAME = ".lock"
+
+try:
+    import fcntl
+
+    def _try_lock(fh: IO[str]) -> bool:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+except ImportError:  # Windows
+    import msvcrt
+
+    def _try_lock(fh: IO[str]) -> bool:
+        fh.seek(0)
+        try:
+            msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+
+class RunLockedError(CharlmError):
+    """Another live process is writing this run directory."""
+
+
+class RunLock:
+    """The exclusive right to write one run directory, until `release` or the process ends."""
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.path = Path(run_dir) / LOCK_NAME
+        self._fh: IO[str] | None = None
+
+    def acquire(self) -> RunLock:
+        """Take the lock, or raise RunLockedError naming the process that holds it."""
+        if self._fh is not None:
+            return self
+        # "a+" creates the file without truncating it: the holder's PID stays readable.
+        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held open while locked
+        if not _try_lock(fh):
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            raise RunLockedError(
+                f"run directory {self.path.parent} is in use by another charlm process "
+                f"(PID {holder}); wait for it to finish or stop it, or choose another --run-dir"
+            )
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    @property
+    def held(self) -> bool:
+        return self._fh is not None
+
+    def release(self) -> None:
+        """Give the lock up (closing the file releases it); safe to call twice."""
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.close()
+            self._fh = None
+
+
+# --- what a directory holds ---------------------------------------------------------------------
+
+
+def has_checkpoint(run: Path) -> bool:
+    return any((run / f"{name}.json").is_file() for name in CHECKPOINTS)
+
+
+def holds_run(run: Path) -> bool:
+    """Whether `run` holds files of a run worth keeping: a checkpoint, or run files that are not
+    the leftovers of a run that stopped before its first checkpoint (see `only_leftovers`)."""
+    if not run.is_dir():
+        return False
+    return has_checkpoint(run) or (
+        any((run / f).exists() for f in RUN_FILES) and not only_leftovers(run)
+    )
+
+
+def only_leftovers(run: Path) -> bool:
+    """A run that started (it has a metrics log) but never saved a checkpoint: it diverged or
+    was killed within its first steps. Nothing in it can be resumed, so a new run replaces it."""
+    return run.is_dir() and (run / "metrics.jsonl").is_file() and not has_checkpoint(run)
+
+
+def clear_run(run: Path) -> None:
+    """Delete a run's files (for --overwrite, or leftovers); other files are left alone."""
+    for old in [*(run / f for f in RUN_FILES), *(p for n in CHECKPOINTS for p in
+                                                 run.glob(f"{n}-*.npz"))]:  # fmt: skip
+        old.unlink(missing_ok=True)
+
+
+# --- the corpus a run trains on ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CorpusFingerprint:
+    """Which text a run was trained on: its path (absolute), size in bytes and SHA-256."""
+
+    path: str
+    size: int
+    sha256: str
+
+    @classmethod
+    def of(cls, path: str | os.PathLike[str]) -> CorpusFingerprint:
+        digest, size = sha256_file(path)
+        return cls(str(Path(path).resolve()), size, digest)
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> CorpusFingerprint | None:
+        """The fingerprint a checkpoint recorded (None for checkpoints older than it)."""
+        size, digest = meta.get("corpus_size"), meta.get("corpus_sha256")
+        if not isinstance(size, int) or not isinstance(digest, str):
+            return None
+        return cls(str(meta.get("corpus", "")), size, digest)
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"corpus": self.path, "corpus_size": self.size, "corpus_sha256": self.sha256}
+
+
+def check_same_corpus(
+    recorded: CorpusFingerprint | None, current: CorpusFingerprint, allow_changed: bool
+) -> str:
+    """'' when resuming on the recorded text; otherwise a note (allowed) or a CharlmError."""
+    if recorded is None or recorded.sha256 == current.sha256:
+        return ""
+    what = (
+        f"the run was trained on {recorded.path} ({recorded.size:,} bytes, sha256 "
+        f"{recorded.sha256[:12]}), not on {current.path} ({current.size:,} bytes, sha256 "
+        f"{current.sha256[:12]})"
+    )
+    if not allow_changed:
+        raise CharlmError(
+            f"the corpus has changed: {what}; resume on it anyway with --allow-changed-corpus "
+            "(the run keeps its vocabulary), or start a new run"
+        )
+    return f"resuming on a changed corpus: {what}"
+
+
+# --- what a resume may change -------------------------------------------------------------------
+
+# What the checkpoint's arrays, data position and splits were made for. Everything else (the
+# learning rate, limits, logging, clipping, the device ...) may change on resume.
+FIXED_ON_RESUME = ("model.", "data.", "train.batch_size", "train.seq_len", "train.optimizer")
+MAY_CHANGE = ("data.corpus",)  # checked by its fingerprint instead
+
+
+def resume_changes(saved: Config, wanted: Config) -> dict[str, tuple[Any, Any]]:
+    """The settings `wanted` changes from the run's `saved` config; a CharlmError for any the
+    run cannot continue with."""
+    changes = config_diff(saved, wanted)
+    for key, (old, new) in changes.items():
+        if key.startswith(FIXED_ON_RESUME) and key not in MAY_CHANGE:
+            raise CharlmError(
+                f"{key} cannot change on resume ({old!r} -> {new!r}): the run's checkpoint "
+                "was made with it; start a new run, or fine-tune with --init-from "
+                "RUN/last.json"
+            )
+    return changes
+
+
+def describe_changes(changes: dict[str, tuple[Any, Any]]) -> str:
+    """'train.lr 0.002 -> 0.01, train.max_steps 500 -> 900'."""
+    return ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changes.items())
+
+
+# --- the metrics log ----------------------------------------------------------------------------
+
+
+def append_metrics(run: Path, record: dict[str, Any]) -> None:
+    with open(run / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def truncate_metrics(run: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint being resumed (they will be redone)."""
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text("utf-8").splitlines():
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line)
+    write_atomic(path, "".join(line + "\n" for line in kept).encode("utf-8"))
