@@ -178,14 +178,14 @@ def vocab_build(
 ) -> None:
     """Build a vocabulary from CORPUS files (default: the config's data.corpus)."""
     from charlm.data import read_text  # noqa: PLC0415 - keep `charlm --help` fast
+    from charlm.fileio import check_output_path  # noqa: PLC0415
     from charlm.vocab import Vocab  # noqa: PLC0415
 
     paths = list(corpus) or ([cfg.data.corpus] if cfg.data.corpus else [])
     if not paths:
         raise click.UsageError("give a CORPUS file (or set data.corpus in the config)")
-    out_dir = Path(output).parent  # checked before reading what may be a large corpus
-    if not out_dir.is_dir():
-        raise CharlmError(f"cannot write vocabulary to {output}: no directory {out_dir}")
+    # checked before reading what may be a large corpus
+    check_output_path(output, f"cannot write vocabulary to {output}")
     texts = [read_text(p) for p in paths]
     built = Vocab.build(
         texts,
@@ -581,19 +581,14 @@ def sample(run_dir: str | None, checkpoint_path: str | None, runs_dir: str,
     import dataclasses  # noqa: PLC0415
 
     from charlm.data import read_text  # noqa: PLC0415 - keep `charlm --help` fast
-    from charlm.fileio import write_atomic  # noqa: PLC0415
+    from charlm.fileio import check_output_path, write_atomic  # noqa: PLC0415
     from charlm.sample import generate, unknown_chars  # noqa: PLC0415
 
     if options["prime"] is not None and prime_file is not None:
         raise click.UsageError("give --prime or --prime-file, not both")
     target = None if output is None else Path(output)
     if target is not None:  # refuse before any sampling time is spent
-        if target.is_dir():
-            raise click.ClickException(f"cannot write samples to {output}: it is a directory")
-        folder = target.parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-            why = "not writable" if folder.is_dir() else "no such directory"
-            raise click.ClickException(f"cannot write samples to {output}: {folder}: {why}")
+        check_output_path(target, f"cannot write samples to {output}")
     json_path, ckpt = _open_checkpoint(run_dir, checkpoint_path, runs_dir)
     if run_dir is None and checkpoint_path is None:  # say which run the default picked
         click.echo(f"sampling from {json_path} (step {ckpt.step})", err=True)

@@ -28,6 +28,20 @@ def read_bytes(
         raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
+def check_output_path(path: str | os.PathLike[str], what: str) -> None:
+    """Refuse, before any work is spent, an output `path` that cannot be written: a directory,
+    a file in a missing directory, or in one this process may not write. `what` opens the
+    one-line error, e.g. "cannot write samples to out.txt"."""
+    path = Path(path)
+    folder = path.parent
+    if path.is_dir():
+        raise CharlmError(f"{what}: it is a directory")
+    if not folder.is_dir():
+        raise CharlmError(f"{what}: no directory {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CharlmError(f"{what}: {folder} is not writable")
+
+
 def sha256_file(path: str | os.PathLike[str]) -> tuple[str, int]:
     """(hex SHA-256, size in bytes) of a file, read in 1 MiB blocks."""
     digest, size = hashlib.sha256(), 0

@@ -169,13 +169,26 @@ class CharModel:
 
         Returns (loss, grads, final state, dLoss/d initial state).
         """
+        loss, dlogits, new_state, cache = self.forward_loss(params, x, y, state, resets, rng)
+        dstate, grads = self.backward(dlogits, cache)
+        return float(loss), grads, new_state, dstate  # read after backward is queued
+
+    def forward_loss(
+        self,
+        params: dict[str, Array],
+        x: Array,
+        y: Array,
+        state: State,
+        resets: Array | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[Array, Array, State, dict[str, Any]]:
+        """The forward half of `loss`: (mean cross-entropy as a 0-d array, dLoss/dlogits
+        (V, T, N), final state, cache for `backward`)."""
         logits, new_state, cache = self.forward(params, x, state, resets, rng)
         _, T, N = logits.shape
-        targets = y.T.reshape(-1)
-        xp = xp_of(logits)
-        loss, dlogits, _ = softmax_cross_entropy(logits.reshape(self.V, T * N), xp.asarray(targets))
-        dstate, grads = self.backward(dlogits.reshape(self.V, T, N), cache)
-        return float(loss), grads, new_state, dstate  # read after backward is queued
+        targets = xp_of(logits).asarray(y.T.reshape(-1))
+        loss, dlogits, _ = softmax_cross_entropy(logits.reshape(self.V, T * N), targets)
+        return loss, dlogits.reshape(self.V, T, N), new_state, cache
 
     def stepper(self, params: dict[str, Array]) -> Callable[[Array, State], tuple[Array, State]]:
         """`step` for a fixed set of parameters, for sampling loops: the per-layer parameter

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charlm.errors import CharlmError
-from charlm.fileio import read_bytes
+from charlm.fileio import check_output_path, read_bytes
 
 Points = list[tuple[float, float]]  # (step, loss)
 
@@ -132,8 +132,7 @@ def image_target(output: str | os.PathLike[str]) -> tuple[Path, str]:
             f"cannot write {path}: unknown image format {path.suffix!r}; "
             f"use one of {', '.join('.' + f for f in formats)} (or no suffix for .png)"
         )
-    if not path.parent.is_dir():
-        raise CharlmError(f"cannot write {path}: no directory {path.parent}")
+    check_output_path(path, f"cannot write {path}")
     if not suffix:  # `-o curves` (or `curves.`): a PNG, and the name says so
         return path.with_name(path.name.rstrip(".") + ".png"), "png"
     return path, suffix

@@ -11,11 +11,10 @@ module's model, trained with `train.restart_prob=0`, fails the sample and batch-
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-from _cli_contract import DATA
+from _cli_contract import DATA, QuietReporter
 
 from charlm.config import SampleConfig, load_config
 from charlm.data import BatchStream
@@ -27,13 +26,6 @@ from charlm.train import Trainer
 SHAKESPEARE = (DATA / "tinyshakespeare.txt").read_text("utf-8")
 TRAIN_CHARS = 500_000
 UNSEEN = SHAKESPEARE[TRAIN_CHARS : TRAIN_CHARS + 40_000]  # never trained or validated on
-
-
-class Quiet:
-    def start(self, step: int, total: int | None) -> None: ...
-    def update(self, record: dict[str, Any]) -> None: ...
-    def message(self, text: str) -> None: ...
-    def close(self) -> None: ...
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +40,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trainer:
                                 "train.checkpoint_every=1000"])  # fmt: skip
     assert config.train.restart_prob > 0  # the default this module checks
     trainer = Trainer.create(str(corpus), config, root / "run")
-    trainer.run(Quiet())
+    trainer.run(QuietReporter())
     assert trainer.step == 400 and trainer.data_position < trainer.batch_stream().windows_per_epoch
     return trainer
 

@@ -25,6 +25,7 @@ from _cli_contract import (
     CONFIGS,
     DATA,
     TINY,
+    QuietReporter,
     assert_cli_outcome,
     assert_one_line_error,
     assert_same_run,
@@ -320,13 +321,6 @@ def _enospc_on(monkeypatch: pytest.MonkeyPatch, prefix: str, failed: list[str]) 
     monkeypatch.setattr(fileio.os, "fsync", fsync)
 
 
-class _Quiet:
-    def start(self, step: int, total: int | None) -> None: ...
-    def update(self, record: dict[str, Any]) -> None: ...
-    def message(self, text: str) -> None: ...
-    def close(self) -> None: ...
-
-
 DISK_ARGS = ["model.hidden_size=8", "train.batch_size=2", "train.seq_len=4", "train.max_steps=6",
              "train.checkpoint_every=1", "train.eval_every=100", "train.log_every=1"]  # fmt: skip
 
@@ -340,7 +334,7 @@ def test_disk_full_during_save_keeps_previous_checkpoint(
     good: dict[str, np.ndarray] = {}
     failed: list[str] = []
 
-    class DiskFillsAtThree(_Quiet):
+    class DiskFillsAtThree(QuietReporter):
         def update(self, record: dict[str, Any]) -> None:
             if record["step"] == 3:  # step 2's checkpoint is on disk: the disk fills up now
                 good.update(load_checkpoint(run / "last.json").params)
@@ -363,7 +357,7 @@ def test_disk_full_during_save_keeps_previous_checkpoint(
     # Space freed: the run resumes from the intact checkpoint.
     resumed = Trainer.create(str(DINOS), load_config(None, DISK_ARGS), run, resume=True)
     assert resumed.step == 2
-    assert resumed.run(_Quiet()).step == 6
+    assert resumed.run(QuietReporter()).step == 6
 
 
 def test_disk_full_mid_write_through_the_cli(tmp_path: Path, monkeypatch) -> None:
