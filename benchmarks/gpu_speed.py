@@ -19,16 +19,18 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from charlm.backend import array_module, to_device
+from charlm.config import TrainConfig
+from charlm.data import Batch
+from charlm.device import Device, get_device
 from charlm.errors import CharlmError
 from charlm.model import CharModel
-from charlm.optim import Optimizer, clip_gradients
+from charlm.step import TrainStep
 
 V, H, L, T = 65, 512, 2, 100
 TARGETS = {256: 0.5}  # batch size N: minimum ratio ours / cuDNN (chars/s)
 
 
-def ours(N: int, data: list[np.ndarray], cp: object):
+def ours(N: int, data: list[np.ndarray], device: Device):
     spec = SimpleNamespace(
         cell="lstm",
         hidden_size=H,
@@ -38,21 +40,17 @@ def ours(N: int, data: list[np.ndarray], cp: object):
         gru_reset_after=False,
         rnn_activation="tanh",
     )
-    model = CharModel(spec, V)
-    params = {k: to_device(v, cp) for k, v in model.init_params(np.random.default_rng(0)).items()}
-    opt = Optimizer("adam", params)
-    batches = [cp.asarray(w) for w in data]
-    state = model.initial_state(N, np.float32, cp)
+    model = CharModel(spec, V, device)
+    settings = TrainConfig(batch_size=N, seq_len=T, lr=2e-3, clip=5.0, optimizer="adam")
+    step = TrainStep.create(model, model.init_params(np.random.default_rng(0)), settings)
+    batches = [Batch(w[:, :-1], w[:, 1:], None) for w in data]
 
     def run() -> float:
-        nonlocal state
-        cp.cuda.Device().synchronize()
+        device.sync()
         start = time.perf_counter()
-        for w in batches:
-            _, grads, state, _ = model.loss(params, w[:, :-1], w[:, 1:], state)
-            clip_gradients(grads, 5.0, "norm")
-            opt.step(params, grads, 2e-3)
-        cp.cuda.Device().synchronize()
+        for i, batch in enumerate(batches):
+            step(batch, i)  # `charlm train`'s step: loss, gradients, clipping, Adam
+        device.sync()
         return len(batches) * N * T / (time.perf_counter() - start)
 
     return run
@@ -92,7 +90,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
     try:
-        cp = array_module("cuda")
+        device = get_device("cuda")
     except CharlmError as exc:
         print(f"skipped: {exc}")
         return 0
@@ -106,7 +104,7 @@ def main() -> int:
     failed = unevaluated = 0
     for N in (64, 256):
         data = [np.random.default_rng(i).integers(0, V, (N, T + 1)) for i in range(args.steps)]
-        runners = {"ours": ours(N, data, cp)}
+        runners = {"ours": ours(N, data, device)}
         if torch is not None and torch.cuda.is_available():
             runners["cudnn"] = cudnn(N, data, torch)
         for run in runners.values():

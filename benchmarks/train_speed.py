@@ -25,9 +25,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 from sidebyside import compare, header  # noqa: E402
 
-from charlm.backend import keep_freed_memory  # noqa: E402
+from charlm.config import TrainConfig  # noqa: E402
+from charlm.data import Batch  # noqa: E402
 from charlm.model import CharModel  # noqa: E402
-from charlm.optim import Optimizer, clip_gradients  # noqa: E402
+from charlm.step import TrainStep  # noqa: E402
 
 V = 65
 CONFIGS = {  # name: (cell, H, layers, N, T, target ratio)
@@ -55,17 +56,14 @@ def ours(cell: str, H: int, L: int, N: int, T: int, data: list[np.ndarray]):
         rnn_activation="tanh",
     )
     model = CharModel(spec, V)
-    params = model.init_params(np.random.default_rng(0), np.float32)
-    opt = Optimizer("adam", params)
-    state = model.initial_state(N, np.float32)
+    settings = TrainConfig(batch_size=N, seq_len=T, lr=2e-3, clip=5.0, optimizer="adam")
+    step = TrainStep.create(model, model.init_params(np.random.default_rng(0)), settings)
+    batches = [Batch(w[:, :-1], w[:, 1:], None) for w in data]
 
     def run() -> float:
-        nonlocal state
         start = time.perf_counter()
-        for w in data:
-            loss, grads, state, _ = model.loss(params, w[:, :-1], w[:, 1:], state)
-            clip_gradients(grads, 5.0, "norm")
-            opt.step(params, grads, 2e-3)
+        for i, batch in enumerate(batches):
+            step(batch, i)  # `charlm train`'s step: loss, gradients, clipping, Adam
         return len(data) * N * T / (time.perf_counter() - start)
 
     return run
@@ -112,7 +110,6 @@ def main() -> int:
     unknown = sorted(set(args.only or ()) - set(CONFIGS))
     if unknown:  # a typo would otherwise run nothing and report every target met
         parser.error(f"unknown --only {unknown}; choose from {sorted(CONFIGS)}")
-    keep_freed_memory()  # what `charlm train` does (process-wide: PyTorch gets it too)
     rng = np.random.default_rng(0)
     header("config")
     failed = 0

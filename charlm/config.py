@@ -1,7 +1,10 @@
 """Run configuration: frozen dataclasses read strictly from YAML and `section.key=value` overrides.
 
 Each option's help text and constraints sit in its field's metadata, next to its default; one
-generic validator (`KeySpec.check`) walks that metadata, so a new option is one line here.
+generic validator (`KeySpec.check`) walks that metadata, so a new option is one line here. A
+rule the metadata cannot say sits in its section's `_check` (data.max_size: 0 or >= 3), and
+rules across keys in `Config`. This is the one place values are validated: the modules that
+use them (`Vocab.build`, `split_ids`, the batch streams) take its values as valid.
 """
 
 import contextlib
@@ -11,7 +14,6 @@ import math
 import operator
 import os
 import re
-import tempfile
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -23,6 +25,7 @@ from typing import Any, ClassVar
 import yaml
 
 from charlm.errors import ConfigError
+from charlm.fileio import write_atomic
 
 SECTIONS = ("model", "data", "train", "sample")
 _COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
@@ -95,6 +98,10 @@ class _Section:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = specs[f"{self.SECTION}.{f.name}"].check(getattr(self, f.name))
             object.__setattr__(self, f.name, value)  # frozen: the one sanctioned write
+        self._check()
+
+    def _check(self) -> None:
+        """A key's rule that metadata bounds cannot say (runs after every field is checked)."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,13 @@ class DataConfig(_Section):
     vocab: str = _key("", "existing vocabulary JSON to use; empty = build one from the corpus")
     min_count: int = _key(1, "characters seen fewer times map to the unknown token", ge=1)
     max_size: int = _key(0, "vocabulary size cap incl. 2 specials: 0 (none) or >= 3", ge=0)
+
+    def _check(self) -> None:
+        if 0 < self.max_size < 3:
+            raise ConfigError(
+                f"data.max_size: must be 0 (no limit) or >= 3 (two special tokens and a "
+                f"character), got {self.max_size}"
+            )
 
 
 @dataclass(frozen=True)
@@ -213,11 +227,6 @@ class Config:
             if not isinstance(getattr(self, name), cls):
                 raise ConfigError(f"{name}: expected a {cls.__name__}")
         # Checks that involve more than one key.
-        if 0 < self.data.max_size < 3:
-            raise ConfigError(
-                f"data.max_size: must be 0 (no limit) or >= 3 (two special tokens and a "
-                f"character), got {self.data.max_size}"
-            )
         if self.data.val_split == "random" and self.data.mode != "lines":
             raise ConfigError(
                 "data.val_split: random splits whole lines, so it needs data.mode=lines; "
@@ -313,20 +322,8 @@ def dump_config(cfg: Config) -> str:
 
 def save_config(cfg: Config, path: str | os.PathLike[str]) -> None:
     """Write `dump_config(cfg)` to `path` atomically: readers see the old file or the new one."""
-    path, text = Path(path), dump_config(cfg)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a config is ordinary output
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomic(path, dump_config(cfg).encode("utf-8"))  # mode 0o644: ordinary output
     except OSError as e:
         raise ConfigError(f"cannot write config to {path}: {e}") from None
 

@@ -107,9 +107,10 @@ def split_lines(
 
 
 def split_ids(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """(train, val) views: val is the contiguous tail, train the first int(n * (1 - f)) ids."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise CharlmError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    """(train, val) views: val is the contiguous tail, train the first int(n * (1 - f)) ids.
+
+    `val_fraction` is the config's data.val_fraction, taken as valid (DataConfig checks it).
+    """
     n_train = int(len(ids) * (1.0 - val_fraction))  # nanoGPT's rule: 1,003,854 on tinyshakespeare
     return ids[:n_train], ids[n_train:]
 
@@ -129,13 +130,12 @@ class Batch:
     scored: np.ndarray | None = None
 
 
-def _check_sizes(ids: np.ndarray, batch_size: int, seq_len: int) -> np.ndarray:
+def _check_ids(ids: np.ndarray) -> np.ndarray:
+    """`ids` as a 1-D integer array, or a CharlmError. (batch_size and seq_len are the config's
+    train.batch_size and train.seq_len, or eval's --batch-size: checked where they are read.)"""
     ids = np.asarray(ids)
     if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
         raise CharlmError(f"ids must be a 1-D integer array, got {ids.ndim}-D {ids.dtype}")
-    for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise CharlmError(f"{name} must be a positive integer, got {value!r}")
     return ids
 
 
@@ -175,7 +175,7 @@ class BatchStream:
         restart_prob: float = 0.0,
         seed: int = 0,
     ):
-        ids = _check_sizes(ids, batch_size, seq_len)
+        ids = _check_ids(ids)
         if not isinstance(position, (int, np.integer)) or isinstance(position, bool):
             raise CharlmError(f"position must be an integer, got {position!r}")
         if position < 0:
@@ -239,7 +239,7 @@ def eval_batches(
     cut into n equal streams (fewer than n leftovers are dropped). With `reset_id` (lines
     mode) the streams are cut at sequence starts and every target is scored, exactly as with
     one stream: a Batch's `scored` marks the positions that count."""
-    ids = _check_sizes(ids, batch_size, seq_len)
+    ids = _check_ids(ids)
     if len(ids) < 2:
         raise CharlmError(
             f"need at least 2 ids to evaluate (an input and a target), have {len(ids)}"

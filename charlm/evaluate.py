@@ -1,29 +1,24 @@
 """Loss of a model over a whole id sequence, in order, with the hidden state carried; plus the
-corpus-level evaluation of `charlm eval` (unknown-character rate, n-gram baselines)."""
+corpus-level evaluation of `charlm eval` (loss, unknown-character rate, and the n-gram
+baselines of `charlm.baselines` scored on the same positions) and its per-character views."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from charlm.backend import to_numpy, xp_of
-from charlm.data import encode_text, eval_batches, read_text, split_corpus
+from charlm.baselines import Baseline
+from charlm.data import encode_text, eval_batches
+from charlm.device import to_numpy
 from charlm.model import CharModel
 from charlm.ops import softmax_cross_entropy
 from charlm.vocab import Vocab
 
 LN2 = math.log(2.0)
-
-
-class DataSpec(Protocol):
-    """The `data` section of the config (charlm.config.DataConfig)."""
-
-    val_fraction: float
-    val_file: str
 
 
 @dataclass(frozen=True)
@@ -59,14 +54,14 @@ def evaluate_ids(
     With batch_size 1 every position is scored in corpus order; with more, the ids are cut into
     that many contiguous streams (each in order, state carried), dropping < batch_size ids.
     """
-    xp = xp_of(params["Wy"])
+    xp = model.device.xp
     dtype = params["Wy"].dtype
     total, count, kept, kept_scored = 0.0, 0, [], []
     state = None
     for batch in eval_batches(ids, batch_size, seq_len, reset_id):
         N, T = batch.x.shape
         if state is None:
-            state = model.initial_state(N, dtype, xp)
+            state = model.initial_state(N, dtype)
         x, y = xp.asarray(batch.x), xp.asarray(batch.y)
         resets = None if batch.resets is None else xp.asarray(batch.resets)
         logits, state, _ = model.forward(params, x, state, resets)
@@ -89,44 +84,6 @@ def evaluate_ids(
 
 
 # --- whole-corpus evaluation for `charlm eval` -------------------------------------------------
-
-
-def training_ids(corpus: str, data: DataSpec, vocab: Vocab) -> np.ndarray:
-    """The training split of a run's corpus, exactly as training cut it (`data.load_corpus`).
-
-    `corpus` is read and encoded (`encode_text`); with `data.val_file` set all of it was
-    training data, otherwise the head left by `split_ids(ids, data.val_fraction)`. A missing
-    or unreadable file is a CharlmError.
-    """
-    return split_corpus(encode_text(read_text(corpus), vocab), data, vocab)[0]
-
-
-@dataclass(frozen=True)
-class Baseline:
-    """Add-one (Laplace) smoothed n-gram character model: log-probabilities of next ids."""
-
-    name: str
-    logp: np.ndarray  # (V,) for a unigram, (V, V) indexed [previous, next] for a bigram
-
-    def losses(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """-log P(y | x) in nats at each position (x is ignored by the unigram)."""
-        return -(self.logp[y] if self.logp.ndim == 1 else self.logp[x, y])
-
-
-def fit_baselines(train: np.ndarray, V: int) -> list[Baseline]:
-    """Unigram and bigram models of the next id, counted on `train`, add-one smoothed over V."""
-    prev = train[:-1].astype(np.int64)
-    nxt = train[1:].astype(np.int64)
-    uni = np.bincount(nxt, minlength=V).astype(np.float64)
-    unigram = np.log(uni + 1.0) - np.log(uni.sum() + V)
-    if V * V <= 1 << 24:
-        pairs = np.bincount(prev * V + nxt, minlength=V * V).reshape(V, V).astype(np.float64)
-    else:  # a huge vocabulary: count only the pairs that occur
-        codes, counts = np.unique(prev * V + nxt, return_counts=True)
-        pairs = np.zeros((V, V), dtype=np.float64)
-        pairs.flat[codes] = counts
-    bigram = np.log(pairs + 1.0) - np.log(pairs.sum(axis=1, keepdims=True) + V)
-    return [Baseline("unigram", unigram), Baseline("bigram", bigram)]
 
 
 @dataclass(frozen=True)

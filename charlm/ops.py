@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from charlm.backend import on_cpu, take_columns, xp_of
+from charlm.device import Device, xp_of
+from charlm.workspace import Workspace
 
 Array = Any  # a numpy.ndarray or cupy.ndarray
 
@@ -52,28 +53,27 @@ def is_ids(x: Array) -> bool:
     return x.dtype.kind in "iu"
 
 
-def gather_columns(table: Array, ids: Array) -> Array:
-    """table[:, ids] laid out time-major: (G, V) table, ids (T, N) -> (T, G, N), contiguous.
+def gather_columns(device: Device, table: Array, ids: Array, out: Array) -> Array:
+    """out = table[:, ids] laid out time-major: (G, V) table, ids (T, N) -> out (T, G, N).
 
     The same maths as table @ one_hot(ids); one gather per step keeps each (G, N) block whole.
     """
-    xp = xp_of(table)
-    if not on_cpu(table):  # on a GPU one gather and one transposing copy beat T small launches
-        return xp.ascontiguousarray(xp.take(table, ids, axis=1).transpose(1, 0, 2))
-    T, N = ids.shape
-    out = xp.empty((T, table.shape[0], N), dtype=table.dtype)
-    for t in range(T):
-        take_columns(table, ids[t], out[t])
-    return out
+    return device.gather_columns(table, ids, out)
 
 
-def time_columns(a: Array) -> Array:
+def time_columns(a: Array, ws: Workspace | None = None, name: str = "columns") -> Array:
     """(T, K, N) -> (K, T*N): every step's columns side by side, for one big GEMM.
 
-    A view when `a` already is one (a `column_sequence`), else a transposing copy.
+    A view when `a` already is one (a `column_sequence`), else a transposing copy, into the
+    buffer `name` of `ws` when one is given.
     """
     T, K, N = a.shape
-    return a.transpose(1, 0, 2).reshape(K, T * N)
+    cols = a.transpose(1, 0, 2)
+    if ws is None or cols.flags.c_contiguous:
+        return cols.reshape(K, T * N)
+    out = ws.empty(name, (K, T * N), a.dtype)
+    out.reshape(K, T, N)[...] = cols
+    return out
 
 
 def column_sequence(cols: Array, T: int) -> Array:
@@ -82,44 +82,56 @@ def column_sequence(cols: Array, T: int) -> Array:
     return cols.reshape(K, T, -1).transpose(1, 0, 2)
 
 
-def project_inputs(Wx: Array, b: Array, x: Array) -> Array:
+def project_inputs(device: Device, Wx: Array, b: Array, x: Array, out: Array) -> Array:
     """The input term of every gate for all T steps before the recurrence: Wx x<t> + b.
 
     Wx: (G, D) fused gate weights, b: (G,).
     x: ids (T, N) -- then Wx one_hot(x) is a gather of Wx's columns -- or vectors (T, D, N).
-    Returns (T, G, N), contiguous: each step's gates are one block for the elementwise work.
+    Writes out (T, G, N), contiguous: each step's gates are one block for the elementwise work.
     """
     if is_ids(x):
         # Fold the bias into the (small) table so the big (T, G, N) array is written once.
-        return gather_columns(Wx + b[:, None], x)
-    out = xp_of(Wx).matmul(Wx, x)  # one GEMM per step, (G, D) @ (D, N)
+        return gather_columns(device, Wx + b[:, None], x, out)
+    device.xp.matmul(Wx, x, out=out)  # one GEMM per step, (G, D) @ (D, N)
     out += b[:, None]
     return out
 
 
-def one_hot_rows(ids: Array, V: int, dtype: Any) -> Array:
+def one_hot_rows(ids: Array, V: int, dtype: Any, ws: Workspace | None = None) -> Array:
     """(T*N, V) matrix whose row t*N+n is the one-hot vector of ids[t, n]."""
     xp = xp_of(ids)
     flat = ids.reshape(-1)
-    out = xp.zeros((flat.shape[0], V), dtype=dtype)
+    ws = ws or Workspace.fresh(xp)
+    out = ws.zeros("one_hot", (flat.shape[0], V), dtype)
     out[xp.arange(flat.shape[0]), flat] = 1
     return out
 
 
-def project_inputs_backward(dA2: Array, x: Array, Wx: Array) -> tuple[Array | None, Array, Array]:
-    """Backward of `project_inputs`: (dx, dWx, db) from dA2 = dLoss/d(Wx x + b) as columns
-    (G, T*N) (`time_columns` of the (T, G, N) gradient).
+def project_inputs_backward(
+    dgates_cols: Array,
+    x: Array,
+    Wx: Array,
+    dWx: Array,
+    db: Array,
+    dx: Array | None = None,
+    ws: Workspace | None = None,
+) -> Array | None:
+    """Backward of `project_inputs`: dWx and db (written into them) and dx (returned) from
+    dgates_cols = dLoss/d(Wx x + b) as columns (G, T*N) (`time_columns` of the (T, G, N) gradient).
 
     dWx = sum_t dA<t> x<t>^T and db = sum_t dA<t> 1: one GEMM and one reduction over the window;
-    dx = Wx^T dA, one GEMM, returned as a (T, D, N) view of its columns. For ids, x^T is a
-    one-hot matrix (a GEMM is much faster than scattering with add.at), and dx is None.
+    dx = Wx^T dA, one GEMM into `dx` (D, T*N), returned as a (T, D, N) view of its columns. For
+    ids, x^T is a one-hot matrix (a GEMM is much faster than scattering with add.at), and dx is
+    None. `ws` holds the one-hot or column copy of x.
     """
-    db = dA2.sum(axis=1)
+    xp = xp_of(dgates_cols)
+    xp.sum(dgates_cols, axis=1, out=db)
     if is_ids(x):
-        return None, dA2 @ one_hot_rows(x, Wx.shape[1], dA2.dtype), db
-    dWx = dA2 @ time_columns(x).T
-    dx = column_sequence(Wx.T @ dA2, x.shape[0])
-    return dx, dWx, db
+        xp.matmul(dgates_cols, one_hot_rows(x, Wx.shape[1], dgates_cols.dtype, ws), out=dWx)
+        return None
+    xp.matmul(dgates_cols, time_columns(x, ws, "x_cols").T, out=dWx)
+    xp.matmul(Wx.T, dgates_cols, out=dx)
+    return column_sequence(dx, x.shape[0])
 
 
 def softmax_cross_entropy(logits: Array, targets: Array) -> tuple[Array, Array, Array]:

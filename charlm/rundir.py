@@ -2,6 +2,9 @@
 
     RUN/config.yaml  vocab.json  metrics.jsonl  best.json  last.json  *-NNNNNNNN.npz  .lock
 
+Every write goes through one `RunDir` (nanoGPT's `master_process` gate goes in front of it when
+several processes train one run).
+
 One process writes a run at a time: `RunLock` is an OS file lock on `RUN/.lock` holding the
 writer's PID. It is the kernel's lock (`flock`; `msvcrt.locking` on Windows), so it is released
 however its process ends, even by SIGKILL, and the next run takes it over; the PID inside only
@@ -17,9 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from charlm.config import Config, config_diff
+from charlm.checkpoint import Checkpoint, save_checkpoint
+from charlm.config import Config, config_diff, save_config
 from charlm.errors import CharlmError
 from charlm.fileio import sha256_file, write_atomic
+from charlm.stopping import StopRequest
+from charlm.vocab import Vocab
 
 RUN_FILES = ("config.yaml", "vocab.json", "metrics.jsonl", "best.json", "last.json")
 CHECKPOINTS = ("best", "last")
@@ -214,3 +220,67 @@ def truncate_metrics(run: Path, step: int) -> None:
             if json.loads(line).get("step", 0) <= step:
                 kept.append(line)
     write_atomic(path, "".join(line + "\n" for line in kept).encode("utf-8"))
+
+
+# --- the one writer -------------------------------------------------------------------------------
+
+
+class RunDir:
+    """Everything a run writes: its files, its metrics log, its checkpoints, under its lock."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.lock = RunLock(self.path)
+
+    def open(self) -> None:
+        """Create the directory if needed and take its lock (a one-line error if impossible)."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CharlmError(f"cannot create run directory {self.path}: {exc.strerror}") from None
+        try:
+            self.lock.acquire()
+        except OSError as exc:
+            raise CharlmError(
+                f"cannot write in run directory {self.path}: {exc.strerror}"
+            ) from None
+
+    def close(self) -> None:
+        """Release the directory to other processes."""
+        self.lock.release()
+
+    def start(self, config: Config, vocab: Vocab, overwrite: bool = False) -> str:
+        """A new run: the files of any old one removed, the config, vocabulary, empty log.
+        Returns a note when it replaces the leftovers of a run that never saved."""
+        if holds_run(self.path) and not overwrite:  # another run started here meanwhile
+            raise CharlmError(f"run directory {self.path} already holds a run")
+        note = ""
+        if only_leftovers(self.path) and not overwrite:
+            note = (f"replacing the files of a run in {self.path} that stopped before its "
+                    "first checkpoint")  # fmt: skip
+        clear_run(self.path)
+        save_config(config, self.path / "config.yaml")
+        vocab.save(self.path / "vocab.json")
+        (self.path / "metrics.jsonl").write_text("")
+        return note
+
+    def resume(self, step: int, config: Config, changes: dict[str, tuple[Any, Any]]) -> None:
+        """Continue at checkpoint `step`: later log lines go (they will be redone), and changed
+        settings go into config.yaml and, as an event, into the log."""
+        truncate_metrics(self.path, step)
+        if changes:  # the run's config.yaml always says what it trains with now
+            save_config(config, self.path / "config.yaml")
+            changed = {key: list(values) for key, values in changes.items()}
+            self.log({"step": step, "event": "resume", "changed": changed})
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one record to metrics.jsonl."""
+        append_metrics(self.path, record)
+
+    def save(self, name: str, checkpoint: Checkpoint, stop: StopRequest | None = None) -> Path:
+        """Write checkpoint `name` atomically; a second Ctrl-C waits for the write to finish."""
+        with stop.protect() if stop is not None else contextlib.nullcontext():
+            return save_checkpoint(self.path, name, checkpoint)
+
+    def checkpoint_path(self, name: str) -> Path:
+        return self.path / f"{name}.json"

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from charlm.backend import to_numpy, xp_of
 from charlm.config import SampleConfig
+from charlm.device import to_numpy, xp_of
 from charlm.errors import CharlmError
 from charlm.model import CharModel
 from charlm.vocab import Vocab
@@ -236,7 +236,7 @@ def generate(
     s = settings
     num, max_len = s.num, s.max_len
     stops = _StopStrings(vocab, stop)
-    xp = xp_of(params["Wy"])
+    xp = model.device.xp
     ban = xp.asarray(banned_ids(vocab, bans_unk(s.no_unk, vocab, train_unk_count)), xp.int64)
     lines = vocab.mode == "lines"
     newline = vocab.tokens.index("\n") if s.lines and "\n" in vocab.tokens else None
@@ -244,7 +244,7 @@ def generate(
     # Warm the state with the start input and the prime: one forward pass over a single row.
     inputs = np.concatenate([[start_id(vocab)], vocab.encode(s.prime)]).astype(np.int64)[None]
     resets = (inputs == vocab.eos_id) if lines else None  # the state is zeroed at each <EOS>
-    state = model.initial_state(1, params["Wy"].dtype, xp)
+    state = model.initial_state(1, params["Wy"].dtype)
     logits, state, _ = model.forward(
         params, xp.asarray(inputs), state, None if resets is None else xp.asarray(resets)
     )

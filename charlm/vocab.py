@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from charlm.backend import to_numpy
+from charlm.device import to_numpy
 from charlm.errors import VocabError
 from charlm.fileio import read_bytes, write_atomic
 
@@ -126,16 +126,12 @@ class Vocab:
     def build(
         cls, texts: Iterable[str], mode: str = "stream", min_count: int = 1, max_size: int = 0
     ) -> Vocab:
-        """A vocabulary of the characters in `texts` (each text is a separate document)."""
-        if mode not in MODES:
-            raise VocabError(f"unknown vocabulary mode {mode!r}; choose one of: {', '.join(MODES)}")
-        if not _is_int(min_count) or min_count < 1:
-            raise VocabError(f"min_count must be an integer >= 1, got {min_count!r}")
-        if not _is_int(max_size) or max_size < 0 or 0 < max_size < 3:
-            raise VocabError(
-                f"max_size must be 0 (no limit) or at least 3 (2 specials + 1 character), "
-                f"got {max_size!r}"
-            )
+        """A vocabulary of the characters in `texts` (each text is a separate document).
+
+        `min_count` and `max_size` are the config's data.min_count and data.max_size, taken as
+        valid: `charlm.config.DataConfig` checks them. (A bad `mode` still fails, in the
+        constructor, which also guards vocabularies read from files.)
+        """
         if isinstance(texts, str):
             texts = [texts]  # a lone string is one document, not an iterable of characters
         totals = np.zeros(_NEWLINE + 1, dtype=np.int64)

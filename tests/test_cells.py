@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from charlm.cells import make_cell
+from charlm.device import CPU
 from charlm.gradcheck import central_difference
 from charlm.ops import (
     activate,
@@ -424,11 +425,15 @@ def test_project_inputs_ids_equals_one_hot_product() -> None:
     ids = rng.integers(0, V, size=(T, N))
     X = one_hot_inputs(ids, V)
     want = np.stack([Wx @ X[t] + b[:, None] for t in range(T)])
-    np.testing.assert_allclose(project_inputs(Wx, b, ids), want, atol=1e-14)
-    np.testing.assert_allclose(project_inputs(Wx, b, X), want, atol=1e-14)
+    np.testing.assert_allclose(project_inputs(CPU, Wx, b, ids, np.empty((T, 6, N))), want,
+                               atol=1e-14)  # fmt: skip
+    np.testing.assert_allclose(project_inputs(CPU, Wx, b, X, np.empty((T, 6, N))), want,
+                               atol=1e-14)  # fmt: skip
     dA = rng.standard_normal((T, 6, N))
-    dx_ids, dW_ids, db_ids = project_inputs_backward(time_columns(dA), ids, Wx)
-    dx, dW, db = project_inputs_backward(time_columns(dA), X, Wx)
+    dW_ids, db_ids = np.empty_like(Wx), np.empty_like(b)
+    dx_ids = project_inputs_backward(time_columns(dA), ids, Wx, dW_ids, db_ids)
+    dW, db = np.empty_like(Wx), np.empty_like(b)
+    dx = project_inputs_backward(time_columns(dA), X, Wx, dW, db, np.empty((V, T * N)))
     assert dx_ids is None
     np.testing.assert_allclose(dW_ids, dW, atol=1e-13)
     np.testing.assert_allclose(db_ids, db, atol=1e-13)

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from _cli_contract import DATA, QuietReporter
 
+from charlm.baselines import fit_baselines
 from charlm.config import SampleConfig, load_config
 from charlm.data import BatchStream
-from charlm.evaluate import evaluate_text, fit_baselines
+from charlm.evaluate import evaluate_text
 from charlm.model import CharModel
 from charlm.sample import generate
 from charlm.train import Trainer

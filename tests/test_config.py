@@ -20,7 +20,9 @@ from hypothesis import strategies as st
 from charlm.config import (
     SECTIONS,
     Config,
+    DataConfig,
     KeySpec,
+    TrainConfig,
     config_from_dict,
     config_to_dict,
     default_config,
@@ -225,7 +227,7 @@ def test_every_bound_is_enforced(spec: KeySpec, op: str, limit: float) -> None:
         config_from_dict(_with(spec, bad))
     assert spec.key in str(err.value) and spec.allowed() in str(err.value)
     good = limit if op in (">=", "<=") else _step(spec, limit, -outward)
-    if not (spec.key == "data.max_size" and good in (1, 2)):  # cross-key rule, tested below
+    if not (spec.key == "data.max_size" and good in (1, 2)):  # 0 or >= 3, tested below
         got = getattr(getattr(config_from_dict(_with(spec, good)), spec.section), spec.name)
         assert got == good
 
@@ -250,11 +252,44 @@ def test_every_key_has_help_and_a_known_type() -> None:
         assert spec.check(spec.default) == spec.default
 
 
-def test_cross_key_checks() -> None:
+def test_max_size_is_zero_or_room_for_a_character() -> None:
+    # The one check of data.max_size (Vocab.build takes it as valid): in the section itself,
+    # so a CLI option routed through dataclasses.replace(cfg.data, ...) is refused too.
     for size in (1, 2):
         with pytest.raises(ConfigError, match="data.max_size: must be 0 .* or >= 3"):
             config_from_dict({"data": {"max_size": size}})
+        with pytest.raises(ConfigError, match="data.max_size: must be 0 .* or >= 3"):
+            DataConfig(max_size=size)
+        with pytest.raises(ConfigError, match="data.max_size: must be 0 .* or >= 3"):
+            dataclasses.replace(DataConfig(), max_size=size)
     assert config_from_dict({"data": {"max_size": 3}}).data.max_size == 3
+    assert DataConfig(max_size=0).max_size == 0
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "message"),
+    [
+        # the checks Vocab.build, split_ids and the batch streams leave to the config
+        (DataConfig, {"min_count": 0}, "data.min_count: must be >= 1, got 0"),
+        (DataConfig, {"mode": "words"}, "data.mode: must be one of 'stream', 'lines'"),
+        (DataConfig, {"val_fraction": -0.1}, r"data.val_fraction: must be >= 0 and < 1"),
+        (DataConfig, {"val_fraction": 1.0}, r"data.val_fraction: must be >= 0 and < 1"),
+        (DataConfig, {"val_fraction": 1.5}, r"data.val_fraction: must be >= 0 and < 1"),
+        (TrainConfig, {"batch_size": 0}, "train.batch_size: must be >= 1, got 0"),
+        (TrainConfig, {"seq_len": 0}, "train.seq_len: must be >= 1, got 0"),
+        (TrainConfig, {"batch_size": 2.5}, "train.batch_size: expected int, got float 2.5"),
+    ],
+)
+def test_values_other_modules_take_as_valid_are_checked_here(
+    section: type, values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        section(**values)
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({section.SECTION: values})
+
+
+def test_cross_key_checks() -> None:
     zero = {"max_steps": 0, "max_epochs": 0, "max_seconds": 0}
     msg = "train: set at least one of train.max_steps, train.max_epochs, train.max_seconds"
     with pytest.raises(ConfigError, match=re.escape(msg)):
@@ -357,8 +392,12 @@ def test_save_config_is_atomic_and_complete(tmp_path: Path) -> None:
     save_config(cfg, path)
     assert load_config(path) == cfg
     assert os.listdir(tmp_path) == ["config.yaml"]  # no temp file left behind
-    with pytest.raises(ConfigError, match="cannot write config"):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644 & ~umask  # ordinary output, not owner-only
+    with pytest.raises(ConfigError, match="cannot write config to .*missing-dir"):
         save_config(cfg, tmp_path / "missing-dir" / "config.yaml")
+    assert os.listdir(tmp_path) == ["config.yaml"]
 
 
 # --- overrides --------------------------------------------------------------------------

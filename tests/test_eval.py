@@ -1,4 +1,5 @@
-"""Tests for corpus evaluation (charlm.evaluate) and the `charlm eval` command."""
+"""Tests for corpus evaluation (charlm.evaluate), the n-gram baselines (charlm.baselines) and
+the `charlm eval` command."""
 
 from __future__ import annotations
 
@@ -11,18 +12,12 @@ import pytest
 from _models import LINES_TEXT, trained_lines
 from click.testing import CliRunner
 
+from charlm.baselines import fit_baselines, training_ids
 from charlm.checkpoint import Checkpoint, save_checkpoint
 from charlm.cli import cli
 from charlm.config import config_from_dict
 from charlm.data import encode_text, load_corpus
-from charlm.evaluate import (
-    evaluate_ids,
-    evaluate_text,
-    fit_baselines,
-    loss_bins,
-    most_surprising,
-    training_ids,
-)
+from charlm.evaluate import evaluate_ids, evaluate_text, loss_bins, most_surprising
 from charlm.model import CharModel
 from charlm.vocab import Vocab
 

@@ -1,4 +1,5 @@
-"""The CuPy backend. CPU parts always run; GPU parts are skipped where no GPU and CuPy are."""
+"""The devices and the CUDA kernel set. CPU parts always run; GPU parts are skipped where no GPU
+and CuPy are."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charlm import backend
-from charlm.cells import fused
+from charlm import cublas
+from charlm.cells import gru, lstm, rnn
 from charlm.checkpoint import load_checkpoint
 from charlm.cli import cli
+from charlm.device import CPU, get_device, to_numpy, xp_of
 from charlm.errors import CharlmError
 from charlm.model import CharModel
 
@@ -27,7 +29,7 @@ def gpu_available() -> bool:
     if not HAS_CUPY:
         return False
     try:
-        backend.array_module("cuda")
+        get_device("cuda")
     except CharlmError:
         return False
     return True
@@ -51,22 +53,22 @@ def spec(cell: str, **kw: object) -> SimpleNamespace:
 
 # ---------------------------------------------------------------- CPU: always run
 def test_numpy_is_the_cpu_module_and_owns_numpy_arrays() -> None:
-    assert backend.array_module("cpu") is np
-    assert backend.xp_of(np.zeros(3)) is np
+    assert get_device("cpu") is CPU and CPU.xp is np
+    assert xp_of(np.zeros(3)) is np
     arr = np.arange(4.0)
-    assert backend.to_numpy(arr) is arr
-    assert backend.to_device(arr, np) is arr
+    assert to_numpy(arr) is arr
+    assert CPU.send(arr) is arr
 
 
 def test_unknown_device_is_refused() -> None:
     with pytest.raises(CharlmError, match="unknown device 'tpu'"):
-        backend.array_module("tpu")
+        get_device("tpu")
 
 
 @pytest.mark.skipif(HAS_CUPY, reason="CuPy is installed here")
 def test_cuda_without_cupy_is_one_clear_line(tmp_path: Path) -> None:
     with pytest.raises(CharlmError, match=r"needs CuPy: pip install 'charlm\[gpu\]'"):
-        backend.array_module("cuda")
+        get_device("cuda")
     result = CliRunner().invoke(
         cli,
         [
@@ -84,15 +86,12 @@ def test_cuda_without_cupy_is_one_clear_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
-def test_fused_kernels_decline_numpy_arrays() -> None:
-    a = np.zeros((8, 2))
-    h = np.zeros((2, 2))
-    assert fused.lstm_forward(a, a.copy(), h, h, h, h) is False
-    assert fused.lstm_backward(a, h, h, h, h, h, a) is False
-    A, seq = np.zeros((3, 8, 2)), np.zeros((4, 2, 2))
-    wh, cols = np.zeros((8, 2)), np.zeros((2, 8))
-    assert fused.lstm_forward_window(wh, A, cols, seq, seq[1:]) is False
-    assert fused.lstm_backward_window(wh.T, A, seq[1:], seq, seq[1:], h, h, cols) is False
+def test_the_cpu_hands_every_cell_the_numpy_reference_kernels() -> None:
+    """Chosen once, with the device: no kernel is tried and declined at each step."""
+    assert CPU.kernels("lstm") is lstm.REFERENCE
+    assert CPU.kernels("gru") is gru.REFERENCE
+    assert CPU.kernels("rnn") is rnn.REFERENCE
+    assert CharModel(spec("lstm"), 20).cells[0].kernels is lstm.REFERENCE
 
 
 def test_take_columns_matches_fancy_indexing() -> None:
@@ -100,7 +99,7 @@ def test_take_columns_matches_fancy_indexing() -> None:
     table = rng.standard_normal((5, 7))
     ids = rng.integers(0, 7, size=11)
     out = np.empty((5, 11))
-    backend.take_columns(table, ids, out)
+    CPU.take_columns(table, ids, out)
     np.testing.assert_array_equal(out, table[:, ids])
 
 
@@ -152,12 +151,12 @@ def gemm_layouts(seed: int, xp: Any = np, dtype: Any = np.float64) -> list[tuple
 def test_blas_arguments_compute_a_matmul_in_place() -> None:
     """The stride arithmetic behind the GPU's direct cuBLAS calls, checked on the CPU."""
     for a, b, out in gemm_layouts(3):
-        args = backend.blas_arguments(a, b, out)
+        args = cublas.blas_arguments(a, b, out)
         assert args is not None
         column_major_gemm(*args)
         np.testing.assert_allclose(out, a @ b, rtol=1e-12)
     overlapping = np.lib.stride_tricks.as_strided(np.zeros(8), shape=(4, 4), strides=(8, 8))
-    assert backend.blas_arguments(overlapping, np.zeros((4, 2)), np.zeros((4, 2))) is None
+    assert cublas.blas_arguments(overlapping, np.zeros((4, 2)), np.zeros((4, 2))) is None
 
 
 # ---------------------------------------------------------------- GPU: on the GPU machine
@@ -167,10 +166,10 @@ def test_blas_arguments_compute_a_matmul_in_place() -> None:
 def test_gemm_calls_cublas_in_place_and_matches_matmul(dtype: type) -> None:
     import cupy as cp
 
-    assert backend._CuBlasGemm.for_dtype(np.dtype(dtype).char) is not None  # the fast path
+    assert cublas._CuBlasGemm.for_dtype(np.dtype(dtype).char) is not None  # the fast path
     for a, b, out in gemm_layouts(4, cp, dtype):
-        assert backend.blas_arguments(a, b, out) is not None  # read in place, no copy
-        backend.gemm(a, b, out)
+        assert cublas.blas_arguments(a, b, out) is not None  # read in place, no copy
+        cublas.gemm(a, b, out)
         np.testing.assert_allclose(cp.asnumpy(out), cp.asnumpy(a) @ cp.asnumpy(b), rtol=1e-5)
 
 
@@ -180,31 +179,30 @@ def test_fused_kernels_read_and_write_strided_views() -> None:
     """The cells pass per-step column views (h into the window's columns, dA<t> into dA2)."""
     import cupy as cp
 
-    from charlm.cells.lstm import LSTM
+    from charlm.cells import cuda
 
     rng = np.random.default_rng(2)
     H, N, T = 8, 3, 5
-    cell = LSTM(H)
     a, wh = rng.standard_normal((4 * H, N)), rng.standard_normal((4 * H, N))
     cprev = rng.standard_normal((H, N))
     want = [np.empty((H, N)) for _ in range(3)]
     a_np = a.copy()
-    cell._advance(a_np, wh.copy(), cprev, *want)
+    lstm.step_forward(a_np, wh.copy(), cprev, *want)
     hcols = cp.zeros((H, (T + 1) * N))
     outs = [cp.empty((H, N)), cp.empty((H, N)), hcols[:, 2 * N : 3 * N]]
     a_cp = cp.asarray(a)
-    assert fused.lstm_forward(a_cp, cp.asarray(wh), cp.asarray(cprev), *outs)
+    cuda.lstm_step_forward(a_cp, cp.asarray(wh), cp.asarray(cprev), *outs)
     for got, w in zip(outs, want, strict=True):
         np.testing.assert_allclose(cp.asnumpy(got), w, rtol=1e-12, atol=1e-12)
     assert not cp.asnumpy(hcols[:, : 2 * N]).any()  # nothing written outside the view
     tc, dout, dh, dc = (rng.standard_normal((H, N)) for _ in range(4))
     da_np, dc_np = np.empty((4 * H, N)), dc.copy()
-    cell._retreat(a_np, tc, cprev, dout, dh.copy(), dc_np, da_np, np.empty((7 * H, N)))
+    lstm.step_backward(a_np, tc, cprev, dout, dh.copy(), dc_np, da_np, np.empty((7 * H, N)))
     dA2 = cp.zeros((4 * H, T * N))
     dcols = cp.zeros((H, T * N))
     dcols[:, N : 2 * N] = cp.asarray(dout)
     dc_cp = cp.asarray(dc)
-    assert fused.lstm_backward(
+    cuda.lstm_step_backward(
         a_cp,
         cp.asarray(tc),
         cp.asarray(cprev),
@@ -212,6 +210,7 @@ def test_fused_kernels_read_and_write_strided_views() -> None:
         cp.asarray(dh),
         dc_cp,
         dA2[:, 3 * N : 4 * N],
+        None,  # no scratch needed
     )
     np.testing.assert_allclose(cp.asnumpy(dA2[:, 3 * N : 4 * N]), da_np, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(cp.asnumpy(dc_cp), dc_np, rtol=1e-10, atol=1e-12)
@@ -223,26 +222,25 @@ def test_fused_kernels_read_and_write_strided_views() -> None:
 def test_fused_lstm_kernels_match_the_numpy_expressions() -> None:
     import cupy as cp
 
-    from charlm.cells.lstm import LSTM
+    from charlm.cells import cuda
 
     rng = np.random.default_rng(1)
     H, N = 32, 8
-    cell = LSTM(H)
     a, wh, cprev = (rng.standard_normal(s) for s in ((4 * H, N), (4 * H, N), (H, N)))
     outs_np = [np.empty((H, N)) for _ in range(3)]
     a_np, wh_np = a.copy(), wh.copy()
-    cell._advance(a_np, wh_np, cprev, *outs_np)  # NumPy reference
+    lstm.step_forward(a_np, wh_np, cprev, *outs_np)  # NumPy reference
     a_cp = cp.asarray(a)
     outs_cp = [cp.empty((H, N)) for _ in range(3)]
-    assert fused.lstm_forward(a_cp, cp.asarray(wh), cp.asarray(cprev), *outs_cp)
+    cuda.lstm_step_forward(a_cp, cp.asarray(wh), cp.asarray(cprev), *outs_cp)
     np.testing.assert_allclose(cp.asnumpy(a_cp), a_np, rtol=1e-12, atol=1e-12)
     for got, want in zip(outs_cp, outs_np, strict=True):
         np.testing.assert_allclose(cp.asnumpy(got), want, rtol=1e-12, atol=1e-12)
     tc, dout, dh, dc = (rng.standard_normal((H, N)) for _ in range(4))
     da_np, dh_np, dc_np = np.empty((4 * H, N)), dh.copy(), dc.copy()
-    cell._retreat(a_np, tc, cprev, dout, dh_np, dc_np, da_np, np.empty((7 * H, N)))
+    lstm.step_backward(a_np, tc, cprev, dout, dh_np, dc_np, da_np, np.empty((7 * H, N)))
     da_cp, dc_cp = cp.empty((4 * H, N)), cp.asarray(dc)
-    assert fused.lstm_backward(
+    cuda.lstm_step_backward(
         cp.asarray(a_np),
         cp.asarray(tc),
         cp.asarray(cprev),
@@ -250,6 +248,7 @@ def test_fused_lstm_kernels_match_the_numpy_expressions() -> None:
         cp.asarray(dh),
         dc_cp,
         da_cp,
+        None,
     )
     np.testing.assert_allclose(cp.asnumpy(da_cp), da_np, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(cp.asnumpy(dc_cp), dc_np, rtol=1e-10, atol=1e-12)
@@ -258,7 +257,7 @@ def test_fused_lstm_kernels_match_the_numpy_expressions() -> None:
 @needs_gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-@pytest.mark.parametrize("with_resets", [True, False])  # LSTM: step loop / fused.py windows
+@pytest.mark.parametrize("with_resets", [True, False])  # LSTM: step kernels / window loops
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gpu_loss_and_gradients_match_cpu(cell: str, with_resets: bool, dtype: type) -> None:
     import cupy as cp
@@ -274,7 +273,8 @@ def test_gpu_loss_and_gradients_match_cpu(cell: str, with_resets: bool, dtype: t
     gp = {k: cp.asarray(v) for k, v in params.items()}
     gstate = [tuple(cp.asarray(s) for s in st) for st in state]
     gresets = None if resets is None else cp.asarray(resets)
-    gloss, ggrads, _, gdstate = model.loss(gp, cp.asarray(x), cp.asarray(y), gstate, gresets)
+    gpu_model = CharModel(spec(cell), 20, get_device("cuda"))  # the CUDA kernel set
+    gloss, ggrads, _, gdstate = gpu_model.loss(gp, cp.asarray(x), cp.asarray(y), gstate, gresets)
     rtol, atol = (1e-3, 1e-5) if dtype == np.float32 else (1e-9, 1e-12)
     assert abs(gloss - loss) < 10 * atol
     for k in grads:

@@ -6,6 +6,7 @@ import json
 import math
 import warnings
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from charlm.cli import cli
+from charlm.config import TrainConfig
+from charlm.errors import ConfigError
 from charlm.gradcheck import central_difference, gradcheck, relative_error
 from charlm.model import CharModel
 from charlm.ops import log_softmax, softmax_cross_entropy
@@ -120,9 +123,10 @@ def test_gradcheck_cli_fails_on_a_wrong_backward(
 
     backward = GRU.backward
 
-    def wrong_backward(self: GRU, dout: np.ndarray, cache: dict) -> tuple:
-        dx, dstate, grads = backward(self, dout, cache)
-        return dx, dstate, {**grads, "Wh": grads["Wh"] * 1.01}
+    def wrong_backward(self: GRU, dout: np.ndarray, cache: dict, grads: dict) -> tuple:
+        dx, dstate, grads = backward(self, dout, cache, grads)
+        grads["Wh"] *= 1.01  # the cell writes into the model's gradient buffers
+        return dx, dstate, grads
 
     monkeypatch.setattr(GRU, "backward", wrong_backward)
     args = ["gradcheck", "--set", "model.cell=gru", "--hidden", "4", "--layers", "1"]
@@ -398,17 +402,24 @@ def test_clip_zero_is_no_change(kind: str) -> None:
 # --- learning-rate schedules --------------------------------------------------------------------
 
 
+def sched(lr: float, schedule: str, **settings: Any) -> TrainConfig:
+    """The schedule settings of a TrainConfig (validated like any config)."""
+    return TrainConfig(lr=lr, lr_schedule=schedule, **settings)
+
+
 def test_learning_rate_warmup() -> None:
     for schedule in ("constant", "step", "cosine"):
-        lrs = [learning_rate(s, 0.1, schedule, warmup=4, total=100) for s in range(4)]
+        lrs = [learning_rate(s, sched(0.1, schedule, warmup_steps=4), 100) for s in range(4)]
         assert lrs == pytest.approx([0.025, 0.05, 0.075, 0.1])
-        assert learning_rate(4, 0.1, schedule, warmup=4, total=100) == pytest.approx(0.1)
-    assert learning_rate(10**6, 0.1, "constant") == 0.1
+        assert learning_rate(4, sched(0.1, schedule, warmup_steps=4), 100) == pytest.approx(0.1)
+    assert learning_rate(10**6, sched(0.1, "constant")) == 0.1
 
 
 def test_learning_rate_step() -> None:
     def lr(step: int) -> float:
-        return learning_rate(step, 1.0, "step", warmup=2, decay=0.5, decay_every=10)
+        return learning_rate(
+            step, sched(1.0, "step", warmup_steps=2, lr_decay=0.5, lr_decay_every=10)
+        )
 
     assert lr(2) == 1.0
     assert lr(11) == 1.0
@@ -420,7 +431,7 @@ def test_learning_rate_step() -> None:
 
 def test_learning_rate_cosine() -> None:
     def lr(step: int) -> float:
-        return learning_rate(step, 1.0, "cosine", warmup=10, total=110, min_lr=0.1)
+        return learning_rate(step, sched(1.0, "cosine", warmup_steps=10, min_lr=0.1), 110)
 
     assert lr(10) == pytest.approx(1.0)
     assert lr(60) == pytest.approx(0.55)
@@ -428,8 +439,8 @@ def test_learning_rate_cosine() -> None:
     assert lr(500) == pytest.approx(0.1)
     values = [lr(s) for s in range(10, 111)]
     assert all(a >= b for a, b in zip(values, values[1:], strict=False))
-    assert learning_rate(0, 2.0, "cosine", total=50) == pytest.approx(2.0)
-    assert learning_rate(50, 2.0, "cosine", total=50) == pytest.approx(0.0, abs=1e-15)
+    assert learning_rate(0, sched(2.0, "cosine"), 50) == pytest.approx(2.0)
+    assert learning_rate(50, sched(2.0, "cosine"), 50) == pytest.approx(0.0, abs=1e-15)
 
 
 # --- optimizers ---------------------------------------------------------------------------------
@@ -569,8 +580,9 @@ def test_adagrad_rmsprop_decoupled_weight_decay_match_torch(kind: str) -> None:
 
 
 def test_optimizer_unknown() -> None:
-    with pytest.raises(ValueError, match="unknown optimizer"):
-        Optimizer("lbfgs", {"a": np.zeros(2)})
+    # Validated once, by the config; the optimizer takes the name as valid.
+    with pytest.raises(ConfigError, match="train.optimizer: must be one of"):
+        TrainConfig(optimizer="lbfgs")
 
 
 @pytest.mark.parametrize("kind", ["sgd", "adam", "adagrad", "rmsprop"])

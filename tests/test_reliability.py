@@ -252,10 +252,17 @@ def test_yaml_tag_in_set_override_and_saved_run_config(run_copy: Path, tmp_path:
     result = invoke("vocab", "build", DINOS, "--set", f"data.vocab={tag}", "-o", tmp_path / "v")
     assert assert_cli_outcome(result), result.output  # builds (data.vocab is not read here)
     assert "a" in json.loads((tmp_path / "v").read_text("utf-8"))["tokens"]
-    # A tampered config.yaml in the run directory, read by --resume.
+    # A tampered config.yaml in the run directory: --resume reads the configuration the run's
+    # last checkpoint holds, not that file, and goes on.
     (run_copy / "config.yaml").write_text(f"train:\n  lr: {tag}\n", "utf-8")
-    result = invoke("train", DINOS, "--resume", "--run-dir", run_copy, "--quiet")
-    assert "config.yaml" in assert_one_line_error(result.stderr, result.exit_code)
+    result = invoke("train", DINOS, "--resume", "--run-dir", run_copy, "--quiet",
+                    "--set", "train.max_steps=3")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    # The same text as a --config file is refused, naming the file.
+    tagged = tmp_path / "tagged.yaml"
+    tagged.write_text(f"train:\n  lr: {tag}\n", "utf-8")
+    result = invoke("train", DINOS, "--config", tagged, "--run-dir", tmp_path / "r3")
+    assert "tagged.yaml" in assert_one_line_error(result.stderr, result.exit_code)
     assert not marker.exists()
 
 

@@ -16,7 +16,8 @@ from charlm.checkpoint import load_checkpoint
 from charlm.cli import cli
 from charlm.config import load_config
 from charlm.errors import CharlmError, CheckpointError
-from charlm.train import DivergenceError, StopRequest, Trainer
+from charlm.stopping import StopRequest
+from charlm.train import DivergenceError, Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAKESPEARE = str(ROOT / "data" / "tinyshakespeare.txt")
@@ -173,15 +174,15 @@ def test_stop_request_saves_and_resumes(tmp_path: Path) -> None:
 
 def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     trainer = make_trainer(tmp_path, "train.max_steps=50", "train.checkpoint_every=1")
-    real_loss = trainer.model.loss
+    real_loss = trainer.model.loss_and_grads
     calls = {"n": 0}
 
     def poisoned(*args: Any, **kw: Any) -> Any:
         calls["n"] += 1
         out = real_loss(*args, **kw)
-        return (float("nan"), *out[1:]) if calls["n"] == 8 else out
+        return (np.float64("nan"), *out[1:]) if calls["n"] == 8 else out
 
-    trainer.model.loss = poisoned  # type: ignore[method-assign]
+    trainer.model.loss_and_grads = poisoned  # type: ignore[method-assign]
     with pytest.raises(DivergenceError, match="diverged at step 8.*last good checkpoint"):
         trainer.run(Recorder())
     kept = load_checkpoint(tmp_path / "run" / "last.json")

@@ -1,0 +1,98 @@
+"""Training speed of `charlm train` itself, each implementation alone in a fresh process.
+
+Every round runs, one after another, `charlm train` from each code tree given (--tree, e.g. the
+current checkout and an older one, to measure a change) and, with --torch, the PyTorch peer
+(`torch_peer.py`, at PyTorch's defaults). charlm's figure is the median chars/s of its log
+windows after the first (the warm-up), from metrics.jsonl; the peer's likewise. Prints each
+side's median and the median and range of the per-round ratios to the first implementation.
+These machines are noisy: quote the ratios.
+
+    python benchmarks/train_cli.py --tree . --tree /tmp/base --torch --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "data" / "tinyshakespeare.txt"  # 65 characters + 2 specials: V = 67
+CONFIGS = {  # name: (cell, H, layers, N, T, steps)
+    "lstm-h128-l1-n32-t64": ("lstm", 128, 1, 32, 64, 60),
+    "lstm-h256-l2-n64-t100": ("lstm", 256, 2, 64, 100, 30),
+    "lstm-h512-l2-n64-t100": ("lstm", 512, 2, 64, 100, 15),
+    "gru-h256-l2-n64-t100": ("gru", 256, 2, 64, 100, 30),
+    "rnn-h256-l2-n64-t100": ("rnn", 256, 2, 64, 100, 40),
+}
+
+
+def charlm_speed(tree: Path, config: tuple, run_dir: Path) -> float:
+    """Median chars/s of one `charlm train` run with the code in `tree`."""
+    cell, H, L, N, T, steps = config
+    log_every = max(1, steps // 6)
+    sets = {
+        "model.cell": cell, "model.hidden_size": H, "model.num_layers": L,
+        "model.gru_reset_after": "true" if cell == "gru" else "false",
+        "train.batch_size": N, "train.seq_len": T, "train.max_steps": steps,
+        "train.log_every": log_every, "train.eval_every": 10**6,
+        "train.checkpoint_every": 10**6, "data.val_fraction": 0.0,
+    }  # fmt: skip
+    argv = [sys.executable, "-m", "charlm", "train", str(CORPUS), "--quiet", "--overwrite",
+            "--run-dir", str(run_dir)]  # fmt: skip
+    for key, value in sets.items():
+        argv += ["--set", f"{key}={value}"]
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    subprocess.run(argv, check=True, env=env, cwd=tempfile.gettempdir())
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+    speeds = [r["chars_per_s"] for r in records if "chars_per_s" in r]
+    return statistics.median(speeds[1:] or speeds)
+
+
+def torch_speed(config: tuple) -> float:
+    cell, H, L, N, T, steps = config
+    argv = [sys.executable, str(ROOT / "benchmarks" / "torch_peer.py"), "--cell", cell,
+            "--hidden", str(H), "--layers", str(L), "--batch", str(N), "--seq", str(T),
+            "--steps", str(steps), "--window", str(max(1, steps // 6))]  # fmt: skip
+    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.splitlines()[-1])["chars_per_s"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", action="append", type=Path, help="a checkout to time")
+    parser.add_argument("--torch", action="store_true", help="time the PyTorch peer too")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", action="append", choices=sorted(CONFIGS))
+    args = parser.parse_args()
+    trees = [t.resolve() for t in (args.tree or [ROOT])]
+    names = [f"charlm@{t.name or t}" for t in trees] + (["torch"] if args.torch else [])
+    print(f"{'config':24} " + " ".join(f"{n:>18}" for n in names) + "   ratios to the first")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, config in CONFIGS.items():
+            if args.only and name not in args.only:
+                continue
+            speeds: dict[str, list[float]] = {n: [] for n in names}
+            for _ in range(args.rounds):
+                for tree, n in zip(trees, names, strict=False):
+                    speeds[n].append(charlm_speed(tree, config, Path(tmp) / "run"))
+                if args.torch:
+                    speeds["torch"].append(torch_speed(config))
+            first = speeds[names[0]]
+            ratios = []
+            for n in names[1:]:
+                per_round = sorted(a / b for a, b in zip(first, speeds[n], strict=True))
+                ratios.append(f"{n}: {statistics.median(per_round):.2f} "
+                              f"({per_round[0]:.2f}-{per_round[-1]:.2f})")  # fmt: skip
+            medians = " ".join(f"{statistics.median(speeds[n]):18,.0f}" for n in names)
+            print(f"{name:24} {medians}   {'; '.join(ratios)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

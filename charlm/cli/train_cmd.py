@@ -1,0 +1,133 @@
+"""`charlm train`: train a model (new, resumed or fine-tuned) with a progress bar."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from charlm.cli.group import cli
+from charlm.cli.options import raw_config_options
+from charlm.cli.progress import ProgressReporter
+from charlm.config import load_config
+from charlm.errors import CharlmError
+
+
+@cli.command()
+@click.argument("corpus", required=False, type=click.Path())
+@raw_config_options
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the run is written (default: runs/<corpus name>).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --run-dir exactly where its last checkpoint left off.",
+)
+@click.option(
+    "--init-from",
+    type=click.Path(),
+    default=None,
+    help="Start from this checkpoint's weights and vocabulary (fine-tuning).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
+@click.option(
+    "--allow-changed-corpus",
+    is_flag=True,
+    help="With --resume: go on although the corpus differs from the one the run recorded.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar or messages.")
+def train(
+    corpus: str | None,
+    config_path: str | None,
+    overrides: tuple[str, ...],
+    run_dir: str | None,
+    resume: bool,
+    init_from: str | None,
+    overwrite: bool,
+    allow_changed_corpus: bool,
+    quiet: bool,
+) -> None:
+    """Train a model on CORPUS (default: the config's data.corpus; on --resume, the run's).
+
+    Writes runs/<corpus name>/: config.yaml, vocab.json, metrics.jsonl and the `best` and
+    `last` checkpoints. Ctrl-C saves `last` and stops; --resume continues exactly, with any
+    --set changes recorded in the run's config.yaml. One process trains a run at a time.
+
+    \b
+    Example:
+      charlm train data/tinyshakespeare.txt --config configs/shakespeare-lstm.yaml
+      charlm train --resume --run-dir runs/tinyshakespeare --set train.max_steps=9000
+    """
+    from charlm.stopping import graceful_stop  # noqa: PLC0415
+    from charlm.train import Trainer, default_run_dir  # noqa: PLC0415
+
+    if resume and init_from:
+        raise click.UsageError("--resume and --init-from cannot be combined")
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite cannot be combined")
+    if resume:
+        if config_path:
+            raise click.UsageError("--resume uses the run's saved config; change it with --set")
+        if run_dir is None and corpus is None:
+            raise click.UsageError("--resume needs --run-dir (or the CORPUS of the run)")
+        run = Path(run_dir) if run_dir else default_run_dir(corpus or "")
+        cfg = None  # the run's own, from its last checkpoint, with the --set changes
+    else:
+        if allow_changed_corpus:
+            raise click.UsageError("--allow-changed-corpus goes with --resume")
+        cfg = load_config(config_path, overrides)
+        corpus = corpus or cfg.data.corpus
+        if not corpus:
+            raise click.UsageError("give a CORPUS file (or set data.corpus in the config)")
+        run = Path(run_dir) if run_dir else default_run_dir(corpus)
+    trainer = Trainer.create(
+        corpus,
+        cfg,
+        run,
+        resume=resume,
+        init_from=init_from,
+        overwrite=overwrite,
+        allow_changed_corpus=allow_changed_corpus,
+        overrides=overrides,
+    )
+    reporter = ProgressReporter(quiet, trainer.config.train.max_seconds)
+    if not quiet:
+        n_params = sum(int(p.size) for p in trainer.params.values())
+        m = trainer.config.model
+        click.echo(
+            f"{m.cell} {m.num_layers}x{m.hidden_size}, {n_params:,} parameters, "
+            f"vocabulary {len(trainer.corpus.vocab)}; "
+            f"{len(trainer.corpus.train_ids):,} train / {len(trainer.corpus.val_ids):,} "
+            f"val characters; run directory {run}"
+            + (f"; resuming at step {trainer.step}" if resume else ""),
+            err=True,
+        )
+    with graceful_stop() as stop:
+        try:
+            result = trainer.run(reporter, stop)
+        except KeyboardInterrupt:
+            reporter.close()
+            raise click.ClickException(f"aborted; the last checkpoint in {run} is kept") from None
+        except CharlmError:
+            reporter.close()
+            raise
+        finally:
+            trainer.close()
+    how = f"charlm train --resume --run-dir {run}"
+    best = "" if result.best_val_loss is None else f"; best val loss {result.best_val_loss:.4f}"
+    if result.reason == "interrupted":
+        click.echo(
+            f"Interrupted ({result.signal_name}) at step {result.step}; saved "
+            f"{result.last_checkpoint}. Resume with: {how}",
+            err=True,
+        )
+        sys.exit(130 if result.signal_name == "SIGINT" else 143)
+    if not quiet:
+        click.echo(
+            f"{result.reason} at step {result.step}{best}; saved {result.last_checkpoint}", err=True
+        )

@@ -1,0 +1,162 @@
+"""The device a run computes on, chosen once: the CPU (NumPy) or an NVIDIA GPU (CuPy).
+
+A `Device` owns everything that differs between the two -- the array module, moving arrays
+there and back, the small per-step GEMMs of the recurrences, each cell's step kernels, the
+generator dropout masks are drawn from, and waiting for queued work -- so the cells, model,
+optimizer and training step are written once, against `device.xp`, and never test which
+device they are on. (Chainer's `Device` idea.)
+
+Library functions that are handed arrays rather than a device (sampling, evaluation) ask
+`device_of(array)`.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from charlm.errors import CharlmError
+
+Array = Any  # a numpy.ndarray or cupy.ndarray
+DEVICES = ("cpu", "cuda")
+
+
+class Device:
+    """The CPU: NumPy arrays, NumPy's BLAS, the NumPy reference kernels."""
+
+    name = "cpu"
+    xp: ModuleType = np
+
+    def send(self, array: np.ndarray) -> Array:
+        """`array` on this device (the array itself on the CPU)."""
+        return self.xp.asarray(array)
+
+    def gemm(self, a: Array, b: Array, out: Array) -> Array:
+        """out = a @ b for 2-D arrays (any of them may be a strided view)."""
+        return np.matmul(a, b, out=out)
+
+    def kernels(self, cell: str) -> Any:
+        """The step kernels of `cell` ('rnn', 'gru', 'lstm') on this device."""
+        from charlm.cells import reference_kernels  # noqa: PLC0415 - cells import this module
+
+        return reference_kernels(cell)
+
+    def take_columns(self, table: Array, ids: Array, out: Array) -> Array:
+        """out[:, j] = table[:, ids[j]]: a column gather (the maths of table @ one_hot(ids)).
+
+        mode="clip" skips NumPy's bounds check (ids come from the vocabulary, so they are in
+        range) and is markedly faster.
+        """
+        return np.take(table, ids, axis=1, out=out, mode="clip")
+
+    def gather_columns(self, table: Array, ids: Array, out: Array) -> Array:
+        """out[t] = table[:, ids[t]] for ids (T, N) and out (T, G, N): one gather per step."""
+        for t in range(ids.shape[0]):
+            self.take_columns(table, ids[t], out[t])
+        return out
+
+    def uniforms(self, rng: np.random.Generator, seed: int) -> Any:
+        """Where dropout masks draw their uniforms in [0, 1): `random(shape)`. On the CPU the
+        run's generator `rng` itself, whose state every checkpoint saves."""
+        return rng
+
+    def sync(self) -> None:
+        """Wait for queued work (nothing is ever queued on the CPU)."""
+
+    def __repr__(self) -> str:
+        return f"<device {self.name}>"
+
+
+class CudaDevice(Device):
+    """An NVIDIA GPU through CuPy: cuBLAS GEMMs on strided views, fused CUDA kernels."""
+
+    name = "cuda"
+
+    def __init__(self, cupy: ModuleType) -> None:
+        self.xp = cupy
+
+    def gemm(self, a: Array, b: Array, out: Array) -> Array:
+        from charlm.cublas import gemm  # noqa: PLC0415
+
+        return gemm(a, b, out)
+
+    def kernels(self, cell: str) -> Any:
+        from charlm.cells.cuda import cuda_kernels  # noqa: PLC0415
+
+        return cuda_kernels(cell)
+
+    def take_columns(self, table: Array, ids: Array, out: Array) -> Array:
+        return self.xp.take(table, ids, axis=1, out=out)  # CuPy's take never checks bounds
+
+    def gather_columns(self, table: Array, ids: Array, out: Array) -> Array:
+        # One gather and one transposing copy beat T small launches.
+        out[...] = self.xp.take(table, ids, axis=1).transpose(1, 0, 2)
+        return out
+
+    def uniforms(self, rng: np.random.Generator, seed: int) -> Any:
+        """Uniforms drawn on the GPU, so masks need no host copy (see `CudaUniforms`)."""
+        return CudaUniforms(self.xp, seed)
+
+    def sync(self) -> None:
+        self.xp.cuda.get_current_stream().synchronize()
+
+
+class CudaUniforms:
+    """Uniforms on the GPU: draw k comes from a CuPy generator seeded by (seed, k), so the same
+    seed gives the same masks, and resuming needs only the number of draws made (`draws`)."""
+
+    def __init__(self, cupy: ModuleType, seed: int, draws: int = 0) -> None:
+        self.xp, self.seed, self.draws = cupy, seed, draws
+
+    def random(self, shape: tuple[int, ...]) -> Array:
+        key = np.random.SeedSequence([self.seed, self.draws]).generate_state(1)[0]
+        self.draws += 1
+        return self.xp.random.RandomState(int(key)).random_sample(shape)
+
+
+CPU = Device()
+
+
+@cache
+def get_device(name: str) -> Device:
+    """The device called `name` ('cpu' or 'cuda'); a one-line error if CUDA is unusable."""
+    if name == "cpu":
+        return CPU
+    if name != "cuda":
+        raise CharlmError(f"unknown device {name!r}; choose one of: {', '.join(DEVICES)}")
+    try:
+        import cupy  # noqa: PLC0415 - optional extra charlm[gpu]
+    except ImportError:
+        raise CharlmError(
+            "device 'cuda' needs CuPy: pip install 'charlm[gpu]' (cupy-cuda13x)"
+        ) from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CuPy raises its own CUDA runtime errors here
+        raise CharlmError(f"device 'cuda': no usable NVIDIA GPU ({exc})") from None
+    if count < 1:
+        raise CharlmError("device 'cuda': no NVIDIA GPU found")
+    return CudaDevice(cupy)
+
+
+def device_of(array: Array) -> Device:
+    """The device that holds `array` (for functions handed arrays rather than a device)."""
+    if isinstance(array, np.ndarray) or np.isscalar(array):
+        return CPU
+    return get_device("cuda")
+
+
+def xp_of(array: Array) -> ModuleType:
+    """The array module (numpy or cupy) that owns `array`."""
+    return device_of(array).xp
+
+
+def to_numpy(array: Array) -> np.ndarray:
+    """A NumPy copy (or the array itself) of a NumPy or CuPy array, for saving and printing."""
+    if isinstance(array, np.ndarray):
+        return array
+    get = getattr(array, "get", None)
+    return np.asarray(get() if get is not None else array)

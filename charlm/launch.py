@@ -1,0 +1,124 @@
+"""Starting a run: a new one, a resumed one or a fine-tuning one, decided before anything is
+written.
+
+`plan_run` settles what the trainer starts from -- the configuration (a resumed run's comes
+from its own last checkpoint, with the --set changes applied: one source of truth), the corpus
+and its fingerprint, the checkpoint to continue or fine-tune from, and the notes to show --
+and refuses, with one line, anything that cannot go on. `charlm.train.Trainer.create` builds
+the trainer from the plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from charlm.checkpoint import Checkpoint, load_checkpoint
+from charlm.config import Config, with_overrides
+from charlm.data import Corpus, load_corpus
+from charlm.errors import CharlmError
+from charlm.rundir import (
+    CorpusFingerprint,
+    RunDir,
+    check_same_corpus,
+    describe_changes,
+    holds_run,
+    only_leftovers,
+    resume_changes,
+)
+
+
+@dataclass
+class RunPlan:
+    """What a run starts from (see `plan_run`)."""
+
+    config: Config
+    corpus: Corpus
+    fingerprint: CorpusFingerprint
+    resume_from: Checkpoint | None = None  # the run's own last checkpoint
+    init_from: Checkpoint | None = None  # fine-tuning: weights and vocabulary from here
+    changes: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # resumed with --set
+    notes: list[str] = field(default_factory=list)
+
+
+def plan_run(
+    rundir: RunDir,
+    corpus_path: str | None,
+    config: Config | None,
+    *,
+    resume: bool = False,
+    overrides: Sequence[str] = (),
+    init_from: str | None = None,
+    overwrite: bool = False,
+    allow_changed_corpus: bool = False,
+) -> RunPlan:
+    """Plan a new run (`config` given) or a resumed one (`resume`: the configuration saved in
+    the run's last checkpoint, with `overrides`; a `config` given instead is compared with it).
+
+    On resume `corpus_path` None means the corpus the run recorded, and a corpus whose contents
+    changed is refused unless `allow_changed_corpus`. Takes the run directory's lock before
+    reading a checkpoint to resume (a live writer would make what is read stale).
+    """
+    run, ckpt, notes, changes = rundir.path, None, [], {}
+    if resume:
+        if not (run / "last.json").is_file():
+            hint = ("; the run stopped before its first checkpoint: start it again "
+                    "without --resume") if only_leftovers(run) else ""  # fmt: skip
+            raise CharlmError(f"nothing to resume: {run / 'last.json'} does not exist{hint}")
+        rundir.lock.acquire()
+        ckpt = load_checkpoint(run / "last.json")
+        config = with_overrides(ckpt.config, overrides) if config is None else config
+        changes = resume_changes(ckpt.config, config)
+        if changes:
+            notes.append(f"resuming with {describe_changes(changes)}")
+        corpus_path = corpus_path or recorded_corpus(ckpt)
+    elif holds_run(run) and not overwrite:
+        raise CharlmError(
+            f"run directory {run} already holds a run; continue it with --resume, "
+            "or choose another --run-dir (or --overwrite)"
+        )
+    if config is None:
+        raise CharlmError("no configuration for a new run")
+    if corpus_path is None:
+        raise CharlmError("no corpus given (or set data.corpus in the config)")
+    source = load_checkpoint(init_from) if init_from else None
+    if source is not None:  # fine-tuning keeps the source checkpoint's architecture
+        if source.config.model != config.model:
+            notes.append(f"fine-tuning {init_from}: its model ({describe_model(source.config)}) "
+                         "is kept; the config's model settings are not used")  # fmt: skip
+        config = dataclasses.replace(config, model=source.config.model)
+    given = ckpt or source
+    corpus = load_corpus(corpus_path, config.data, given.vocab if given else None)
+    fingerprint = CorpusFingerprint.of(corpus_path)
+    if ckpt is not None:
+        recorded = CorpusFingerprint.from_meta(ckpt.meta)
+        note = check_same_corpus(recorded, fingerprint, allow_changed_corpus)
+        notes += [note] if note else []
+    return RunPlan(config, corpus, fingerprint, ckpt, source, changes, notes)
+
+
+def recorded_corpus(ckpt: Checkpoint) -> str:
+    """The corpus file a run recorded, for --resume without CORPUS."""
+    recorded = ckpt.meta.get("corpus") or ckpt.config.data.corpus
+    if not isinstance(recorded, str) or not recorded:
+        raise CharlmError("the run does not record its corpus; give the CORPUS file")
+    if not Path(recorded).is_file():
+        raise CharlmError(f"the run's corpus {recorded} is not there any more; give CORPUS")
+    return recorded
+
+
+def describe_model(config: Config) -> str:
+    """'lstm 2x256'."""
+    m = config.model
+    return f"{m.cell} {m.num_layers}x{m.hidden_size}"
+
+
+def meta_count(meta: dict[str, Any], key: str, default: int | None = None) -> int:
+    """A non-negative integer field of a checkpoint's metadata (ValueError otherwise)."""
+    value = meta.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{key} must be an integer >= 0, got {value!r}")
+    return value
