@@ -11,13 +11,14 @@ the trainer from the plan.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from charlm.checkpoint import Checkpoint, load_checkpoint
-from charlm.config import Config, with_overrides
+from charlm.config import Config, TrainConfig, with_overrides
 from charlm.data import Corpus, load_corpus
 from charlm.errors import CharlmError
 from charlm.rundir import (
@@ -116,9 +117,32 @@ def describe_model(config: Config) -> str:
     return f"{m.cell} {m.num_layers}x{m.hidden_size}"
 
 
-def meta_count(meta: dict[str, Any], key: str, default: int | None = None) -> int:
-    """A non-negative integer field of a checkpoint's metadata (ValueError otherwise)."""
-    value = meta.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{key} must be an integer >= 0, got {value!r}")
-    return value
+def step_limit(train: TrainConfig, windows_per_epoch: int) -> int | None:
+    """The step limit from max_steps and max_epochs (the smaller), None if only time."""
+    limits = [train.max_steps] if train.max_steps else []
+    if train.max_epochs:
+        limits.append(max(1, math.ceil(train.max_epochs * windows_per_epoch)))
+    if train.lr_schedule == "cosine" and not limits:
+        raise CharlmError(
+            "train.lr_schedule cosine needs a length: set train.max_steps or train.max_epochs"
+        )
+    return min(limits) if limits else None
+
+
+def refuse_if_done(train: TrainConfig, step: int, elapsed: float, total: int | None) -> None:
+    """A resumed run that already reached its limit: say so, and how to go on."""
+    how = "to train on, raise it: --resume --set"
+    if train.max_seconds and elapsed >= train.max_seconds:
+        raise CharlmError(
+            f"the run already used its time budget at step {step} ({elapsed:.0f} s "
+            f"of train.max_seconds={train.max_seconds:g}); {how} train.max_seconds=SECONDS "
+            f"with SECONDS > {elapsed:.0f}"
+        )
+    if total is not None and step >= total:
+        key = "train.max_steps" if total == train.max_steps else "train.max_epochs"
+        value = train.max_steps if total == train.max_steps else train.max_epochs
+        more = f"STEPS with STEPS > {step}" if key == "train.max_steps" else "EPOCHS"
+        raise CharlmError(
+            f"the run already finished: step {step} of {total} ({key}={value:g}); "
+            f"{how} {key}={more}"
+        )

@@ -23,14 +23,15 @@ import numpy as np
 from charlm.checkpoint import Checkpoint
 from charlm.config import Config, SampleConfig
 from charlm.data import BatchStream, Corpus
-from charlm.device import get_device, to_numpy
+from charlm.device import get_device
 from charlm.errors import CharlmError
 from charlm.evaluate import LN2, evaluate_ids
-from charlm.launch import RunPlan, meta_count, plan_run
+from charlm.launch import RunPlan, plan_run, refuse_if_done, step_limit
 from charlm.model import CharModel
 from charlm.optim import Optimizer
-from charlm.params import FlatParams, state_name
+from charlm.params import FlatParams
 from charlm.rundir import CorpusFingerprint, RunDir
+from charlm.snapshot import restore, snapshot
 from charlm.step import StepStats, TrainStep
 from charlm.stopping import StopRequest
 
@@ -124,11 +125,11 @@ class Trainer:
                             allow_changed_corpus=allow_changed_corpus)  # fmt: skip
             trainer = cls._build(plan, rundir)
             # Everything that can refuse the run is checked before the run directory is written.
-            total = trainer.total_steps(trainer.batch_stream().windows_per_epoch)
+            total = step_limit(trainer.config.train, trainer.batch_stream().windows_per_epoch)
             trainer.train_step.total_steps = total
             if plan.resume_from is not None:
-                trainer._restore(plan.resume_from)
-                trainer._refuse_if_done(total)
+                restore(trainer, plan.resume_from)
+                refuse_if_done(trainer.config.train, trainer.step, trainer.elapsed, total)
             rundir.open()
             if plan.resume_from is not None:
                 rundir.resume(trainer.step, trainer.config, plan.changes)
@@ -170,49 +171,6 @@ class Trainer:
         """Release the run directory to other processes."""
         self.rundir.close()
 
-    def _refuse_if_done(self, total: int | None) -> None:
-        """A resumed run that already reached its limit: say so, and how to go on."""
-        t, how = self.config.train, "to train on, raise it: --resume --set"
-        if self._over_time():
-            raise CharlmError(
-                f"the run already used its time budget at step {self.step} ({self.elapsed:.0f} s "
-                f"of train.max_seconds={t.max_seconds:g}); {how} train.max_seconds=SECONDS "
-                f"with SECONDS > {self.elapsed:.0f}"
-            )
-        if total is not None and self.step >= total:
-            key = "train.max_steps" if total == t.max_steps else "train.max_epochs"
-            value = t.max_steps if total == t.max_steps else t.max_epochs
-            more = f"STEPS with STEPS > {self.step}" if key == "train.max_steps" else "EPOCHS"
-            raise CharlmError(
-                f"the run already finished: step {self.step} of {total} ({key}={value:g}); "
-                f"{how} {key}={more}"
-            )
-
-    def _restore(self, ckpt: Checkpoint) -> None:
-        """Continue from `ckpt` exactly: moments, step, RNG, data position, hidden state."""
-        meta, xp, dtype = ckpt.meta, self.model.device.xp, self.params.flat.dtype
-        try:
-            self.optimizer.load_state_arrays(ckpt.optimizer, meta_count(meta, "optimizer_t"))
-            self.rng.bit_generator.state = meta["rng"]
-            dropout = self.train_step.dropout
-            if hasattr(dropout, "draws"):  # uniforms drawn on the GPU: how many so far
-                dropout.draws = meta_count(meta, "dropout_draws", 0)
-            self.step = ckpt.step
-            self.data_position = meta_count(meta, "data_position")
-            self.elapsed = float(meta["elapsed_s"])
-            best = meta.get("best_val_loss")
-            if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float))):
-                raise ValueError(f"best_val_loss must be a number or null, got {best!r}")
-            self.best_val_loss = best
-            self.evals_since_best = meta_count(meta, "evals_since_best", 0)
-            self.train_step.state = [
-                tuple(xp.asarray(ckpt.hidden[state_name(i, n)].astype(dtype))
-                      for n in c.state_names)
-                for i, c in enumerate(self.model.cells)
-            ]  # fmt: skip
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CharlmError(f"cannot resume from {self.run_dir}/last.json: {exc}") from None
-
     # ----------------------------------------------------------------------------- the loop
     def run(self, reporter: Reporter, stop: StopRequest | None = None) -> TrainResult:
         """Train until a limit, a stop request, early stopping or divergence."""
@@ -243,7 +201,7 @@ class Trainer:
         """The loop: (why it stopped, the step `last` was saved at, the step last evaluated)."""
         t = self.config.train
         stream = self.batch_stream(self.data_position)
-        total = self.total_steps(stream.windows_per_epoch)
+        total = step_limit(self.config.train, stream.windows_per_epoch)
         for note in self.notes:
             reporter.message(note)
         reporter.start(self.step, total)
@@ -337,18 +295,6 @@ class Trainer:
                 f"{len(self.corpus.train_ids):,} ids are left to train on)"
             ) from None
 
-    def total_steps(self, windows_per_epoch: int) -> int | None:
-        """The step limit from max_steps and max_epochs (the smaller), None if only time."""
-        t = self.config.train
-        limits = [t.max_steps] if t.max_steps else []
-        if t.max_epochs:
-            limits.append(max(1, math.ceil(t.max_epochs * windows_per_epoch)))
-        if t.lr_schedule == "cosine" and not limits:
-            raise CharlmError(
-                "train.lr_schedule cosine needs a length: set train.max_steps or train.max_epochs"
-            )
-        return min(limits) if limits else None
-
     def _over_time(self) -> bool:
         return bool(self.config.train.max_seconds) and self.elapsed >= self.config.train.max_seconds
 
@@ -423,31 +369,4 @@ class Trainer:
 
     def checkpoint(self) -> Checkpoint:
         """Everything needed to sample, evaluate or resume exactly, as NumPy arrays."""
-        hidden = {}
-        for i, (cell, layer) in enumerate(
-            zip(self.model.cells, self.train_step.state, strict=True)
-        ):
-            hidden.update(
-                {
-                    state_name(i, n): to_numpy(s)
-                    for n, s in zip(cell.state_names, layer, strict=True)
-                }
-            )
-        meta = {
-            "optimizer_t": self.optimizer.t,
-            "rng": self.rng.bit_generator.state,
-            "data_position": self.data_position,
-            "elapsed_s": self.elapsed,
-            "best_val_loss": self.best_val_loss,
-            "evals_since_best": self.evals_since_best,
-            "corpus": str(self.corpus.path),
-            **(self.fingerprint.to_meta() if self.fingerprint else {}),
-            "train_unk_count": self.corpus.train_unk_count,
-            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        draws = getattr(self.train_step.dropout, "draws", None)
-        if draws is not None:
-            meta["dropout_draws"] = draws
-        params = {k: to_numpy(v) for k, v in self.params.items()}
-        return Checkpoint(self.config, self.corpus.vocab, params, self.step,
-                          self.optimizer.state_arrays(), hidden, meta)  # fmt: skip
+        return snapshot(self)
