@@ -57,27 +57,16 @@ def ours(N: int, data: list[np.ndarray], device: Device):
 
 
 def cudnn(N: int, data: list[np.ndarray], torch: object):
-    dev = torch.device("cuda")
-    rnn = torch.nn.LSTM(V, H, L, batch_first=True).to(dev)
-    head = torch.nn.Linear(H, V).to(dev)
-    params = list(rnn.parameters()) + list(head.parameters())
-    opt = torch.optim.Adam(params, lr=2e-3)
-    batches = [torch.from_numpy(w).to(dev) for w in data]
-    state = (torch.zeros(L, N, H, device=dev), torch.zeros(L, N, H, device=dev))
+    from torch_peer import peer_step  # noqa: PLC0415 - needs torch
+
+    step = peer_step("lstm", V, H, L, N, "cuda")
+    batches = [torch.from_numpy(w).to("cuda") for w in data]
 
     def run() -> float:
-        nonlocal state
         torch.cuda.synchronize()
         start = time.perf_counter()
         for w in batches:
-            x = torch.nn.functional.one_hot(w[:, :-1], V).float()
-            out, st = rnn(x, state)
-            loss = torch.nn.functional.cross_entropy(head(out).reshape(-1, V), w[:, 1:].reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 5.0)
-            opt.step()
-            state = tuple(s.detach() for s in st)
+            step(w)
         torch.cuda.synchronize()
         return len(batches) * N * T / (time.perf_counter() - start)
 

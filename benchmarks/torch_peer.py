@@ -14,8 +14,38 @@ import argparse
 import json
 import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
+
+
+def peer_step(
+    cell: str, V: int, H: int, L: int, N: int, device: str = "cpu"
+) -> Callable[[torch.Tensor], None]:
+    """One training step of the PyTorch model on a (N, T+1) id window (input = [:, :-1],
+    target = [:, 1:]); the state is carried, detached, from call to call."""
+    torch.manual_seed(0)
+    rnn_cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
+    rnn = rnn_cls(V, H, L, batch_first=True).to(device)
+    head = torch.nn.Linear(H, V).to(device)
+    params = list(rnn.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=2e-3)
+    zeros = torch.zeros(L, N, H, device=device)
+    state: Any = (zeros, zeros.clone()) if cell == "lstm" else zeros
+
+    def step(w: torch.Tensor) -> None:
+        nonlocal state
+        x = torch.nn.functional.one_hot(w[:, :-1], V).float()
+        out, st = rnn(x, state)
+        loss = torch.nn.functional.cross_entropy(head(out).reshape(-1, V), w[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 5.0)
+        opt.step()
+        state = tuple(s.detach() for s in st) if cell == "lstm" else st.detach()
+
+    return step
 
 
 def main() -> None:
@@ -29,28 +59,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed steps")
     parser.add_argument("--window", type=int, default=5, help="steps per timed window")
     args = parser.parse_args()
-    V, H, L, N, T = args.vocab, args.hidden, args.layers, args.batch, args.seq
-    torch.manual_seed(0)
-    rnn_cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[args.cell]
-    rnn = rnn_cls(V, H, L, batch_first=True)
-    head = torch.nn.Linear(H, V)
-    params = list(rnn.parameters()) + list(head.parameters())
-    opt = torch.optim.Adam(params, lr=2e-3)
-    zeros = torch.zeros(L, N, H)
-    state = (zeros, zeros.clone()) if args.cell == "lstm" else zeros
+    V, N, T = args.vocab, args.batch, args.seq
+    step = peer_step(args.cell, V, args.hidden, args.layers, N)
     windows = [torch.randint(0, V, (N, T + 1)) for _ in range(args.window)]
-
-    def step(w: torch.Tensor) -> None:
-        nonlocal state
-        x = torch.nn.functional.one_hot(w[:, :-1], V).float()
-        out, st = rnn(x, state)
-        loss = torch.nn.functional.cross_entropy(head(out).reshape(-1, V), w[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        opt.step()
-        state = tuple(s.detach() for s in st) if args.cell == "lstm" else st.detach()
-
     for w in windows:  # warm-up, as charlm's first log window is left out
         step(w)
     speeds = []

@@ -71,31 +71,16 @@ def ours(cell: str, H: int, L: int, N: int, T: int, data: list[np.ndarray]):
 
 def torch_equivalent(cell: str, H: int, L: int, N: int, T: int, data: list[np.ndarray]):
     import torch  # noqa: PLC0415 - benchmark-only dependency
+    from torch_peer import peer_step  # noqa: PLC0415
 
     torch.set_num_threads(2)
-    torch.manual_seed(0)
-    rnn_cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
-    rnn = rnn_cls(V, H, L, batch_first=True)
-    head = torch.nn.Linear(H, V)
-    params = list(rnn.parameters()) + list(head.parameters())
-    opt = torch.optim.Adam(params, lr=2e-3)
-    zeros = torch.zeros(L, N, H)
-    state = (zeros, zeros.clone()) if cell == "lstm" else zeros
+    step = peer_step(cell, V, H, L, N)
     tensors = [torch.from_numpy(w) for w in data]
 
     def run() -> float:
-        nonlocal state
         start = time.perf_counter()
         for w in tensors:
-            x = torch.nn.functional.one_hot(w[:, :-1], V).float()
-            out, st = rnn(x, state)
-            logits = head(out)
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), w[:, 1:].reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 5.0)
-            opt.step()
-            state = tuple(s.detach() for s in st) if cell == "lstm" else st.detach()
+            step(w)
         return len(tensors) * N * T / (time.perf_counter() - start)
 
     return run
