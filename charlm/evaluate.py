@@ -17,6 +17,7 @@ from charlm.device import to_numpy
 from charlm.model import CharModel
 from charlm.ops import softmax_cross_entropy
 from charlm.vocab import Vocab
+from charlm.workspace import Workspace
 
 LN2 = math.log(2.0)
 
@@ -56,6 +57,7 @@ def evaluate_ids(
     """
     xp = model.device.xp
     dtype = params["Wy"].dtype
+    ws = Workspace(xp)  # one set of window buffers for the whole pass
     total, count, kept, kept_scored = 0.0, 0, [], []
     state = None
     for batch in eval_batches(ids, batch_size, seq_len, reset_id):
@@ -64,7 +66,7 @@ def evaluate_ids(
             state = model.initial_state(N, dtype)
         x, y = xp.asarray(batch.x), xp.asarray(batch.y)
         resets = None if batch.resets is None else xp.asarray(batch.resets)
-        logits, state, _ = model.forward(params, x, state, resets)
+        logits, state, _ = model.forward(params, x, state, resets, ws=ws)
         loss, _, losses = softmax_cross_entropy(logits.reshape(model.V, T * N), y.T.reshape(-1))
         if batch.scored is None:
             total += float(loss) * T * N

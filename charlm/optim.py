@@ -92,7 +92,7 @@ class Optimizer:
         self.eps, self.weight_decay = eps, weight_decay
         self.t = 0  # updates done (Adam's bias correction)
         self.moments: dict[str, Mapping[str, Array]] = {
-            n: _zeros_like(params) for n in self.MOMENTS[kind]
+            n: _zeros_like(params, 2 + i) for i, n in enumerate(self.MOMENTS[kind])
         }
         self._tmp = [xp_of(p).empty_like(p) for p in _buffers(params)] if self.moments else []
 
@@ -153,9 +153,9 @@ class Optimizer:
         self.t = t
 
 
-def _zeros_like(params: Mapping[str, Array]) -> Mapping[str, Array]:
+def _zeros_like(params: Mapping[str, Array], index: int) -> Mapping[str, Array]:
     if isinstance(params, FlatParams):
-        return params.zeros_like()
+        return params.zeros_like(index)
     return {k: xp_of(p).zeros_like(p) for k, p in params.items()}
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from charlm.workspace import aligned_empty
+
 Array = Any
 
 
@@ -46,11 +48,16 @@ def moment_name(moment: str, param: str) -> str:
 class FlatParams(Mapping[str, Array]):
     """Named tensors that are views of one flat array `flat` (zero-filled at first)."""
 
-    def __init__(self, shapes: Mapping[str, tuple[int, ...]], xp: ModuleType, dtype: Any) -> None:
+    def __init__(
+        self, shapes: Mapping[str, tuple[int, ...]], xp: ModuleType, dtype: Any, index: int = 0
+    ) -> None:
+        """`index` numbers the buffers of one layout (parameters 0, gradients 1, moments 2...):
+        each then starts at its own offset within a page (see `aligned_empty`)."""
         self.shapes = dict(shapes)
         self.xp = xp
         total = sum(int(np.prod(shape)) for shape in self.shapes.values())
-        self.flat = xp.zeros(total, dtype=dtype)
+        self.flat = aligned_empty(xp, (total,), dtype, index)
+        self.flat.fill(0)
         self._views: dict[str, Array] = {}
         offset = 0
         for name, shape in self.shapes.items():
@@ -70,9 +77,9 @@ class FlatParams(Mapping[str, Array]):
             view[...] = xp.asarray(arrays[name]).astype(dtype, copy=False)
         return params
 
-    def zeros_like(self) -> FlatParams:
+    def zeros_like(self, index: int = 1) -> FlatParams:
         """Another buffer of the same layout, zeros (gradients, optimizer moments)."""
-        return FlatParams(self.shapes, self.xp, self.flat.dtype)
+        return FlatParams(self.shapes, self.xp, self.flat.dtype, index)
 
     @property
     def size(self) -> int:

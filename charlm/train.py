@@ -247,6 +247,8 @@ class Trainer:
     def _read_steps(self) -> None:
         """Read the pending steps' loss and norm from the device into the log window, checking
         each (a DivergenceError names the first bad step)."""
+        if not self.pending:
+            return  # nothing since the last read: the time since then was not training
         window = self.window
         for stats in self.pending:
             loss, norm = float(stats.loss), float(stats.grad_norm)

@@ -61,7 +61,7 @@ def keep_mask(resets: Array | None, dtype: Any, ws: Workspace) -> Array | None:
     if resets is None:
         return None
     mask = ws.empty("keep_mask", resets.shape, dtype)
-    ws.xp.logical_not(resets, out=mask, casting="unsafe")
+    mask[...] = ws.xp.logical_not(resets)
     return mask
 
 
