@@ -6,8 +6,8 @@ generator dropout masks are drawn from, and waiting for queued work -- so the ce
 optimizer and training step are written once, against `device.xp`, and never test which
 device they are on. (Chainer's `Device` idea.)
 
-Library functions that are handed arrays rather than a device (sampling, evaluation) ask
-`device_of(array)`.
+The model and everything built on it take their device from the model; the few functions
+handed bare arrays (the optimizer, the shared maths in `charlm.ops`) ask `xp_of(array)`.
 """
 
 from __future__ import annotations
