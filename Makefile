@@ -15,7 +15,7 @@ TEST_STAMP := $(VENV)/.installed-test-$(CKSUM)
 $(RUNTIME_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[fast]'
 	rm -f $(filter-out $(TEST_STAMP),$(wildcard $(VENV)/.installed-*)) && touch $@
 
 $(TEST_STAMP): pyproject.toml

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from charlm.config import Config, config_from_dict, config_to_dict
+from charlm.device import get_device
 from charlm.errors import CharlmError, CheckpointError
 from charlm.fileio import fsync_dir, sha256_file, write_atomic
 from charlm.model import CharModel
@@ -48,8 +49,11 @@ class Checkpoint:
     meta: dict[str, Any] = field(default_factory=dict)  # rng, data position, metrics, ...
 
     def model(self) -> CharModel:
-        """The architecture this checkpoint's parameters belong to."""
-        return CharModel(self.config.model, len(self.vocab))
+        """The architecture this checkpoint's parameters belong to, on the CPU with the step
+        kernels its config asks for (`train.kernels`) at its parameters' precision."""
+        dtype = next(iter(self.params.values())).dtype.name if self.params else "float32"
+        device = get_device("cpu", self.config.train.kernels, dtype)
+        return CharModel(self.config.model, len(self.vocab), device)
 
 
 def save_checkpoint(run_dir: str | os.PathLike[str], name: str, ckpt: Checkpoint) -> Path:

@@ -187,6 +187,12 @@ class TrainConfig(_Section):
     seed: int = _key(1337, "random seed for initialisation, batching and dropout", ge=0)
     dtype: str = _key("float32", "floating-point precision", choices=("float32", "float64"))
     device: str = _key("cpu", "cpu (NumPy) or cuda (CuPy)", choices=("cpu", "cuda"))
+    kernels: str = _key(
+        "auto",
+        "CPU step kernels: compiled (numba, pip install 'charlm[fast]'), numpy (the readable "
+        "reference), auto = compiled when numba is installed and the dtype is float32",
+        choices=("auto", "numpy", "compiled"),
+    )
 
 
 @dataclass(frozen=True)

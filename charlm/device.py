@@ -25,10 +25,14 @@ DEVICES = ("cpu", "cuda")
 
 
 class Device:
-    """The CPU: NumPy arrays, NumPy's BLAS, the NumPy reference kernels."""
+    """The CPU: NumPy arrays, NumPy's BLAS, the NumPy reference kernels (or, `compiled`, the
+    numba kernel set of `charlm.cells.compiled`)."""
 
     name = "cpu"
     xp: ModuleType = np
+
+    def __init__(self, compiled: bool = False) -> None:
+        self.compiled = compiled
 
     def send(self, array: np.ndarray) -> Array:
         """`array` on this device (the array itself on the CPU)."""
@@ -40,6 +44,10 @@ class Device:
 
     def kernels(self, cell: str) -> Any:
         """The step kernels of `cell` ('rnn', 'gru', 'lstm') on this device."""
+        if self.compiled:
+            from charlm.cells.compiled import COMPILED  # noqa: PLC0415 - optional numba
+
+            return COMPILED[cell]
         from charlm.cells import reference_kernels  # noqa: PLC0415 - cells import this module
 
         return reference_kernels(cell)
@@ -67,7 +75,7 @@ class Device:
         """Wait for queued work (nothing is ever queued on the CPU)."""
 
     def __repr__(self) -> str:
-        return f"<device {self.name}>"
+        return f"<device {self.name}{' compiled' if self.compiled else ''}>"
 
 
 class CudaDevice(Device):
@@ -76,6 +84,7 @@ class CudaDevice(Device):
     name = "cuda"
 
     def __init__(self, cupy: ModuleType) -> None:
+        super().__init__()
         self.xp = cupy
 
     def gemm(self, a: Array, b: Array, out: Array) -> Array:
@@ -121,10 +130,22 @@ CPU = Device()
 
 
 @cache
-def get_device(name: str) -> Device:
-    """The device called `name` ('cpu' or 'cuda'); a one-line error if CUDA is unusable."""
+def get_device(name: str, kernels: str = "numpy", dtype: str = "float32") -> Device:
+    """The device called `name` ('cpu' or 'cuda'); a one-line error if CUDA is unusable.
+
+    On the CPU `kernels` picks the step kernels: 'numpy' (the reference), 'compiled' (numba;
+    an error without it) or 'auto': compiled for float32 when numba is installed, else numpy
+    (in float64 NumPy's vectorised tanh beats numba's scalar libm call).
+    """
     if name == "cpu":
-        return CPU
+        if kernels == "numpy" or (kernels == "auto" and (dtype != "float32" or not has_numba())):
+            return CPU
+        if not has_numba():
+            raise CharlmError(
+                "train.kernels=compiled needs numba: pip install 'charlm[fast]' (or set "
+                "train.kernels=auto)"
+            )
+        return Device(compiled=True)
     if name != "cuda":
         raise CharlmError(f"unknown device {name!r}; choose one of: {', '.join(DEVICES)}")
     try:
@@ -140,6 +161,16 @@ def get_device(name: str) -> Device:
     if count < 1:
         raise CharlmError("device 'cuda': no NVIDIA GPU found")
     return CudaDevice(cupy)
+
+
+@cache
+def has_numba() -> bool:
+    """Whether numba (the compiled CPU kernels' compiler) can be imported."""
+    try:
+        import numba  # noqa: F401, PLC0415 - optional extra charlm[fast]
+    except ImportError:
+        return False
+    return True
 
 
 def device_of(array: Array) -> Device:

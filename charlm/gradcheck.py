@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from charlm.device import CPU, Device
 from charlm.model import CharModel, ModelSpec, State
 
 
@@ -51,6 +52,7 @@ def gradcheck(
     samples: int = 24,
     h: float = 1e-5,
     seed: int = 0,
+    device: Device = CPU,
 ) -> GradcheckResult:
     """Check `spec`'s model on random ids, a random carried-in state and (optionally) resets.
 
@@ -58,7 +60,7 @@ def gradcheck(
     At most `samples` entries of each tensor are checked.
     """
     rng = np.random.default_rng(seed)
-    model = CharModel(spec, vocab_size)
+    model = CharModel(spec, vocab_size, device)  # the device's kernels are what is checked
     params = model.init_params(rng, np.float64)
     for value in params.values():  # move off init symmetries (zero biases, exact orthogonality)
         value += 0.1 * rng.standard_normal(value.shape)

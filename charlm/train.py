@@ -153,7 +153,7 @@ class Trainer:
     def _build(cls, plan: RunPlan, rundir: RunDir) -> Trainer:
         """The trainer's objects for `plan`, on the configured device."""
         config, t = plan.config, plan.config.train
-        device = get_device(t.device)
+        device = get_device(t.device, t.kernels, t.dtype)
         model = CharModel(config.model, len(plan.corpus.vocab), device)
         rng = np.random.default_rng(t.seed)
         given = plan.resume_from or plan.init_from

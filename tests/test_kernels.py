@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from charlm.cells import reference_kernels
-from charlm.device import CPU, Device, get_device, to_numpy
+from charlm.device import CPU, Device, get_device, has_numba, to_numpy
 from charlm.errors import CharlmError
 from charlm.model import CharModel
 
@@ -63,12 +63,14 @@ def run(model: CharModel, params: dict, x: Any, y: Any, state: list, mask: Any) 
 def other_devices() -> list[Any]:
     """The devices on this machine whose kernels are not the NumPy reference."""
     found = []
+    if has_numba():
+        found.append(pytest.param(get_device("cpu", "compiled"), id="compiled"))
     if importlib.util.find_spec("cupy") is not None:
         try:
             found.append(pytest.param(get_device("cuda"), id="cuda"))
         except CharlmError:
             pass
-    reason = "no kernel set but the NumPy reference on this machine (the CUDA set needs a GPU)"
+    reason = "no kernel set but the NumPy reference here (no numba, no CuPy and GPU)"
     return found or [pytest.param(None, id="none", marks=pytest.mark.skip(reason=reason))]
 
 
@@ -79,14 +81,19 @@ def test_every_kernel_set_matches_the_numpy_reference(
     device: Device, resets: bool, form: str, options: dict
 ) -> None:
     """float64: the loss, gradients and states through `device`'s kernels equal the CPU's
-    reference kernels' to ~1e-12 (windows with resets take the step kernels, those without a
-    device's window loops where it has them)."""
+    reference kernels' to 1e-12 (windows with resets take the step kernels, those without a
+    device's window loops where it has them); float32 to 1e-5 relative (the compiled set uses
+    a rational tanh there)."""
     reference = CharModel(spec(**options), 11)
+    model = CharModel(spec(**options), 11, device)
     inputs = problem(reference, resets)
-    want = run(reference, *inputs)
-    got = run(CharModel(spec(**options), 11, device), *inputs)
-    for g, w in zip(got, want, strict=True):
-        np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-12)
+    for got, want in zip(run(model, *inputs), run(reference, *inputs), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    params, *rest = inputs
+    f32 = ({k: v.astype(np.float32) for k, v in params.items()}, *rest[:2],
+           [tuple(s.astype(np.float32) for s in layer) for layer in rest[2]], rest[3])  # fmt: skip
+    for got, want in zip(run(model, *f32), run(reference, *f32), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 class CountingDevice(Device):
@@ -138,3 +145,65 @@ def test_cells_compute_through_their_devices_kernels(
     want = run(CharModel(spec(**options), 11, CPU), *inputs)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.skipif(not has_numba(), reason="the compiled kernels need numba (charlm[fast])")
+@pytest.mark.parametrize(
+    "sets",
+    [["model.cell=lstm", "data.mode=lines"], ["model.cell=gru", "model.gru_reset_after=true"],
+     ["model.cell=gru"], ["model.cell=rnn", "model.rnn_activation=relu"]],
+)  # fmt: skip
+def test_gradcheck_passes_with_the_compiled_kernels(sets: list[str]) -> None:
+    from click.testing import CliRunner  # noqa: PLC0415
+
+    from charlm.cli import cli  # noqa: PLC0415
+
+    args = ["gradcheck", "--hidden", "8", "--set", "train.kernels=compiled"]
+    for setting in sets:
+        args += ["--set", setting]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "compiled kernels" in result.output and "max relative error" in result.output
+
+
+def test_kernels_compiled_without_numba_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import charlm.device as device_module  # noqa: PLC0415
+
+    monkeypatch.setattr(device_module, "has_numba", lambda: False)
+    device_module.get_device.cache_clear()
+    try:
+        with pytest.raises(CharlmError, match=r"needs numba: pip install 'charlm\[fast\]'"):
+            device_module.get_device("cpu", "compiled")
+        assert device_module.get_device("cpu", "auto") is CPU  # auto falls back to NumPy
+    finally:
+        device_module.get_device.cache_clear()
+
+
+@pytest.mark.skipif(not has_numba(), reason="the compiled kernels need numba (charlm[fast])")
+@pytest.mark.parametrize(("form", "options"), FORMS)
+def test_compiled_results_do_not_depend_on_where_buffers_start(form: str, options: dict) -> None:
+    """The same numbers whatever the alignment of the arrays (N = 37 leaves a scalar tail
+    after the vectorised loop): otherwise an evaluation or a resume, whose buffers land
+    elsewhere, would differ in the last bits."""
+    device = get_device("cpu", "compiled")
+    model = CharModel(spec(**options), 11, device)
+    params, x, y, state, mask = problem(model, resets=False)
+    rng = np.random.default_rng(5)
+    x, y = rng.integers(0, 11, (37, 5)), rng.integers(0, 11, (37, 5))
+    state = [tuple(rng.standard_normal((6, 37)).astype(np.float32) for _ in layer)
+             for layer in state]  # fmt: skip
+
+    def shifted(a: np.ndarray, k: int) -> np.ndarray:  # a copy starting k elements further on
+        raw = np.empty(a.size + 16, a.dtype)
+        out = raw[k : k + a.size].reshape(a.shape)
+        out[...] = a
+        return out
+
+    results = []
+    for k in range(4):
+        p32 = {name: shifted(v.astype(np.float32), k) for name, v in params.items()}
+        st = [tuple(shifted(s, k) for s in layer) for layer in state]
+        results.append(run(model, p32, x, y, st, None))
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)

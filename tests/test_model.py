@@ -100,7 +100,7 @@ def test_gradcheck_cli_passes_on_the_configured_model() -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     # 3 layers x (Wx, Wh, b), Wy, by, embed, and 3 layers x (h, c) of carried-in state
-    assert lines[0] == "lstm, 3 layers, H=6, E=4, T=5: 18 tensors checked"
+    assert lines[0] == "lstm, 3 layers, H=6, E=4, T=5, numpy kernels: 18 tensors checked"
     error = float(lines[1].split()[3])
     assert lines[1].startswith("max relative error: ") and 0 < error < 1e-6
     # --hidden / --layers override the configured size; --json reports every tensor.

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from charlm.device import get_device, has_numba
 from charlm.model import CharModel
 from charlm.optim import Optimizer, clip_gradients
 
@@ -167,9 +168,20 @@ def state_from_torch(tstate, cell: str, attr: str = "data"):
     return [tuple(a[i].T.copy() for a in arrays) for i in range(L)]
 
 
-def setup(spec: SimpleNamespace, N: int = 3, T: int = 7, windows: int = 1, seed: int = 0):
+# Every kernel set the CPU has: the NumPy reference and, with numba, the compiled one.
+KERNELS = ["numpy", *(["compiled"] if has_numba() else [])]
+
+
+def setup(
+    spec: SimpleNamespace,
+    N: int = 3,
+    T: int = 7,
+    windows: int = 1,
+    seed: int = 0,
+    kernels: str = "numpy",
+):
     rng = np.random.default_rng(seed)
-    model = CharModel(spec, V)
+    model = CharModel(spec, V, get_device("cpu", kernels))
     params = model.init_params(rng, np.float64)
     for value in params.values():
         value += 0.2 * rng.standard_normal(value.shape)
@@ -216,12 +228,13 @@ def test_mapping_round_trip() -> None:
         np.testing.assert_array_equal(exported[k], params[k])
 
 
+@pytest.mark.parametrize("kernels", KERNELS)
 @pytest.mark.parametrize(
     ("case", "cell", "embedding_size", "act"), CASES, ids=[c[0] for c in CASES]
 )
-def test_loss_and_gradients_match_torch(case, cell, embedding_size, act) -> None:
+def test_loss_and_gradients_match_torch(case, cell, embedding_size, act, kernels) -> None:
     spec = make_spec(cell, embedding_size, act)
-    model, params, (x,), (y,), state, tmodel = setup(spec)
+    model, params, (x,), (y,), state, tmodel = setup(spec, kernels=kernels)
     loss, grads, new_state, dstate = model.loss(params, x, y, state)
 
     tstate = state_to_torch(state, cell, requires_grad=True)
@@ -242,11 +255,14 @@ def test_loss_and_gradients_match_torch(case, cell, embedding_size, act) -> None
             assert_close(a, b, "final state")
 
 
+@pytest.mark.parametrize("kernels", KERNELS)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize(
     ("case", "cell", "embedding_size", "act"), CASES, ids=[c[0] for c in CASES]
 )
-def test_float32_loss_and_gradients_match_torch(case, cell, embedding_size, act, seed) -> None:
+def test_float32_loss_and_gradients_match_torch(
+    case, cell, embedding_size, act, seed, kernels
+) -> None:
     """float32 (what training runs in) against torch's float32, from the same rounded weights.
 
     Measured over 100 seeds per case (T=7): the worst gradient / state error is 0.34 of the
@@ -255,7 +271,7 @@ def test_float32_loss_and_gradients_match_torch(case, cell, embedding_size, act,
     is amplified to ~3e-5 norm-wise in both libraries, which is why the window stays short.)
     """
     spec = make_spec(cell, embedding_size, act)
-    model, params, (x,), (y,), state, _ = setup(spec, seed=seed)
+    model, params, (x,), (y,), state, _ = setup(spec, seed=seed, kernels=kernels)
     params = {k: v.astype(np.float32) for k, v in params.items()}
     state = [tuple(s.astype(np.float32) for s in layer) for layer in state]
     loss, grads, new_state, dstate = model.loss(params, x, y, state)

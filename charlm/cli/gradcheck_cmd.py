@@ -45,19 +45,23 @@ def gradcheck(
     """
     import dataclasses  # noqa: PLC0415
 
+    from charlm.device import get_device  # noqa: PLC0415
     from charlm.gradcheck import gradcheck as check  # noqa: PLC0415
 
     layers = cfg.model.num_layers if layers is None else layers
     hidden = cfg.model.hidden_size if hidden is None else hidden
     spec = dataclasses.replace(cfg.model, num_layers=layers, hidden_size=hidden)
-    result = check(spec, seq_len=seq_len, resets=cfg.data.mode == "lines")
+    # float64: `auto` takes the NumPy kernels there; train.kernels=compiled checks numba's
+    device = get_device("cpu", cfg.train.kernels, "float64")
+    result = check(spec, seq_len=seq_len, resets=cfg.data.mode == "lines", device=device)
     if as_json:
         click.echo(json.dumps({"max_relative_error": result.max_error, "errors": result.errors}))
     else:
         what = f"{cfg.model.cell}" + (" (reset-after)" if cfg.model.gru_reset_after else "")
         emb = f", E={spec.embedding_size}" if spec.embedding_size else ""
         click.echo(
-            f"{what}, {layers} layers, H={hidden}{emb}, T={seq_len}: "
+            f"{what}, {layers} layers, H={hidden}{emb}, T={seq_len}, "
+            f"{'compiled' if device.compiled else 'numpy'} kernels: "
             f"{len(result.errors)} tensors checked"
         )
         click.echo(f"max relative error: {result.max_error:.3e} (in {result.worst})")
