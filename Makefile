@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Two stamps in the one venv, named after pyproject.toml's checksum so that a changed
-# pyproject.toml reinstalls: runtime (what running charlm needs, for `make demo`) and test (the
-# test extras on top, for everything else). The test install satisfies runtime too.
+# pyproject.toml reinstalls: runtime (what running charlm needs, with numba for the compiled CPU
+# kernels: `make demo`) and test (the test extras, numba among them, on top: everything else).
+# The test install satisfies runtime too.
 CKSUM := $(shell cksum < pyproject.toml | cut -d' ' -f1)
 RUNTIME_STAMP := $(VENV)/.installed-runtime-$(CKSUM)
 TEST_STAMP := $(VENV)/.installed-test-$(CKSUM)

@@ -8,6 +8,7 @@ side's median and the median and range of the per-round ratios to the first impl
 These machines are noisy: quote the ratios.
 
     python benchmarks/train_cli.py --tree . --tree /tmp/base --torch --rounds 5
+    python benchmarks/train_cli.py --kernels compiled --kernels numpy --torch
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ CONFIGS = {  # name: (cell, H, layers, N, T, steps)
 }
 
 
-def charlm_speed(tree: Path, config: tuple, run_dir: Path) -> float:
-    """Median chars/s of one `charlm train` run with the code in `tree`."""
+def charlm_speed(tree: Path, kernels: str, config: tuple, run_dir: Path) -> float:
+    """Median chars/s of one `charlm train` run with the code in `tree` and `kernels` (a
+    train.kernels value; '' leaves the tree's default)."""
     cell, H, L, N, T, steps = config
     log_every = max(1, steps // 6)
     sets = {
@@ -45,6 +47,8 @@ def charlm_speed(tree: Path, config: tuple, run_dir: Path) -> float:
     }  # fmt: skip
     argv = [sys.executable, "-m", "charlm", "train", str(CORPUS), "--quiet", "--overwrite",
             "--run-dir", str(run_dir)]  # fmt: skip
+    if kernels:
+        sets["train.kernels"] = kernels
     for key, value in sets.items():
         argv += ["--set", f"{key}={value}"]
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -66,21 +70,28 @@ def torch_speed(config: tuple) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", action="append", type=Path, help="a checkout to time")
+    parser.add_argument(
+        "--kernels",
+        action="append",
+        choices=("numpy", "compiled", "auto"),
+        help="time each tree with these train.kernels (default: its default)",
+    )
     parser.add_argument("--torch", action="store_true", help="time the PyTorch peer too")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", action="append", choices=sorted(CONFIGS))
     args = parser.parse_args()
-    trees = [t.resolve() for t in (args.tree or [ROOT])]
-    names = [f"charlm@{t.name or t}" for t in trees] + (["torch"] if args.torch else [])
-    print(f"{'config':24} " + " ".join(f"{n:>18}" for n in names) + "   ratios to the first")
+    ours = [(t.resolve(), k) for t in (args.tree or [ROOT]) for k in (args.kernels or [""])]
+    names = [f"charlm@{t.name or t}" + (f"[{k}]" if k else "") for t, k in ours]
+    names += ["torch"] if args.torch else []
+    print(f"{'config':24} " + " ".join(f"{n:>22}" for n in names) + "   ratios to the first")
     with tempfile.TemporaryDirectory() as tmp:
         for name, config in CONFIGS.items():
             if args.only and name not in args.only:
                 continue
             speeds: dict[str, list[float]] = {n: [] for n in names}
             for _ in range(args.rounds):
-                for tree, n in zip(trees, names, strict=False):
-                    speeds[n].append(charlm_speed(tree, config, Path(tmp) / "run"))
+                for (tree, kernels), n in zip(ours, names, strict=False):
+                    speeds[n].append(charlm_speed(tree, kernels, config, Path(tmp) / "run"))
                 if args.torch:
                     speeds["torch"].append(torch_speed(config))
             first = speeds[names[0]]
@@ -89,7 +100,7 @@ def main() -> int:
                 per_round = sorted(a / b for a, b in zip(first, speeds[n], strict=True))
                 ratios.append(f"{n}: {statistics.median(per_round):.2f} "
                               f"({per_round[0]:.2f}-{per_round[-1]:.2f})")  # fmt: skip
-            medians = " ".join(f"{statistics.median(speeds[n]):18,.0f}" for n in names)
+            medians = " ".join(f"{statistics.median(speeds[n]):22,.0f}" for n in names)
             print(f"{name:24} {medians}   {'; '.join(ratios)}", flush=True)
     return 0
 

@@ -69,8 +69,9 @@ def time_columns(a: Array, ws: Workspace | None = None, name: str = "columns") -
     """
     T, K, N = a.shape
     cols = a.transpose(1, 0, 2)
-    if ws is None or cols.flags.c_contiguous:
-        return cols.reshape(K, T * N)
+    item = a.itemsize
+    if ws is None or (cols.strides[1] == N * item and cols.strides[2] == item):
+        return cols.reshape(K, T * N)  # a view (rows may be strided: BLAS reads them in place)
     out = ws.empty(name, (K, T * N), a.dtype)
     out.reshape(K, T, N)[...] = cols
     return out
