@@ -91,6 +91,10 @@ def project_inputs(device: Device, Wx: Array, b: Array, x: Array, out: Array) ->
     Writes out (T, G, N), contiguous: each step's gates are one block for the elementwise work.
     """
     if is_ids(x):
+        if x.size < Wx.shape[1]:  # fewer positions than table columns (sampling): gather first
+            gather_columns(device, Wx, x, out)
+            out += b[:, None]
+            return out
         # Fold the bias into the (small) table so the big (T, G, N) array is written once.
         return gather_columns(device, Wx + b[:, None], x, out)
     device.xp.matmul(Wx, x, out=out)  # one GEMM per step, (G, D) @ (D, N)
