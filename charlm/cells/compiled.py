@@ -3,8 +3,9 @@
 The NumPy kernels in `lstm.py`, `gru.py` and `rnn.py` are the reference: every function here
 computes exactly their expressions, element by element in one loop over the (H, N) state, where
 NumPy makes ten to twenty passes over memory (the tests compare them, float64 to 1e-12). Inner
-loops run along N, which is contiguous in every operand (the per-step views of a window in
-column layout have a row stride but unit column stride), so LLVM vectorises them.
+loops run along N over 1-D row slices, which LLVM vectorises when the operands are contiguous
+arrays; a per-step column view of a window is strided to numba, hence the whole-window LSTM
+loops (below).
 
 Two details make the loops fast: `error_model="numpy"` (no Python division checks, which block
 vectorisation) and, in float32 only, a rational tanh (Eigen's, max error a few float32 ulps)
