@@ -57,7 +57,8 @@ def charlm_speed(tree: Path, kernels: str, config: tuple, run_dir: Path) -> floa
         argv += ["--set", f"{key}={value}"]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     subprocess.run(argv, check=True, env=env, cwd=tempfile.gettempdir())
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+    lines = (run_dir / "metrics.jsonl").read_text("utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
     speeds = [r["chars_per_s"] for r in records if "chars_per_s" in r]
     return statistics.median(speeds[1:] or speeds)
 

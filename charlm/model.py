@@ -18,10 +18,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from charlm.cells import Cell, make_cell
+from charlm.cells.base import empty_grads
 from charlm.device import CPU, Device
 from charlm.ops import (
     column_sequence,
-    gather_columns,
     one_hot_rows,
     softmax_cross_entropy,
     time_columns,
@@ -122,7 +122,7 @@ class CharModel:
         if "embed" in params:
             embed = params["embed"]
             out = ws.empty("embedded", (T, embed.shape[0], N), embed.dtype)
-            inp = gather_columns(self.device, embed, ids, out)
+            inp = self.device.gather_columns(embed, ids, out)  # (T, E, N)
         p_drop = self.spec.dropout if rng is not None else 0.0
         caches, masks, new_state = [], [], []
         for i, cell in enumerate(self.cells):
@@ -152,7 +152,7 @@ class CharModel:
         params, ws, xp = cache["params"], cache["ws"], self.device.xp
         _, T, N = dlogits.shape
         if grads is None:
-            grads = {k: xp.empty_like(v) for k, v in params.items()}
+            grads = empty_grads(xp, params)
         d2 = dlogits.reshape(self.V, T * N)
         xp.matmul(d2, cache["top"].T, out=grads["Wy"])
         xp.sum(d2, axis=1, out=grads["by"])

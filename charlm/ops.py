@@ -53,14 +53,6 @@ def is_ids(x: Array) -> bool:
     return x.dtype.kind in "iu"
 
 
-def gather_columns(device: Device, table: Array, ids: Array, out: Array) -> Array:
-    """out = table[:, ids] laid out time-major: (G, V) table, ids (T, N) -> out (T, G, N).
-
-    The same maths as table @ one_hot(ids); one gather per step keeps each (G, N) block whole.
-    """
-    return device.gather_columns(table, ids, out)
-
-
 def time_columns(a: Array, ws: Workspace | None = None, name: str = "columns") -> Array:
     """(T, K, N) -> (K, T*N): every step's columns side by side, for one big GEMM.
 
@@ -92,11 +84,11 @@ def project_inputs(device: Device, Wx: Array, b: Array, x: Array, out: Array) ->
     """
     if is_ids(x):
         if x.size < Wx.shape[1]:  # fewer positions than table columns (sampling): gather first
-            gather_columns(device, Wx, x, out)
+            device.gather_columns(Wx, x, out)
             out += b[:, None]
             return out
         # Fold the bias into the (small) table so the big (T, G, N) array is written once.
-        return gather_columns(device, Wx + b[:, None], x, out)
+        return device.gather_columns(Wx + b[:, None], x, out)
     device.xp.matmul(Wx, x, out=out)  # one GEMM per step, (G, D) @ (D, N)
     out += b[:, None]
     return out

@@ -83,6 +83,7 @@ class FlatParams(Mapping[str, Array]):
 
     @property
     def size(self) -> int:
+        """Entries over all tensors."""
         return int(self.flat.size)
 
     def __getitem__(self, name: str) -> Array:

@@ -86,8 +86,6 @@ class Trainer:
     rundir: RunDir
     corpus: Corpus
     model: CharModel
-    params: FlatParams
-    optimizer: Optimizer
     rng: np.random.Generator
     train_step: TrainStep
     step: int = 0
@@ -160,8 +158,15 @@ class Trainer:
         initial = given.params if given else model.init_params(rng, np.dtype(t.dtype))
         dropout = device.uniforms(rng, t.seed) if config.model.dropout > 0 else None
         step = TrainStep.create(model, initial, t, dropout=dropout)
-        return cls(config, rundir, plan.corpus, model, step.params, step.optimizer, rng, step,
-                   fingerprint=plan.fingerprint)  # fmt: skip
+        return cls(config, rundir, plan.corpus, model, rng, step, fingerprint=plan.fingerprint)
+
+    @property
+    def params(self) -> FlatParams:
+        return self.train_step.params
+
+    @property
+    def optimizer(self) -> Optimizer:
+        return self.train_step.optimizer
 
     @property
     def run_dir(self) -> Path:

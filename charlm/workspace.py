@@ -51,17 +51,19 @@ class Workspace:
 
     def scope(self, prefix: str) -> Workspace:
         """This workspace with every name under `prefix/` (one scope per layer)."""
-        child = Workspace(self.xp, self.keep)
-        child.prefix, child.buffers = f"{self.prefix}{prefix}/", self.buffers
-        return child
+        return self._view(f"{self.prefix}{prefix}/")
 
     def shared(self, name: str) -> Workspace:
         """The scope `name/` of the whole workspace, whatever this one's prefix: where layers
         keep the buffers that are dead once their backward pass returns, so one set serves
         every layer."""
-        child = Workspace(self.xp, self.keep)
-        child.prefix, child.buffers = f"{name}/", self.buffers
-        return child
+        return self._view(f"{name}/")
+
+    def _view(self, prefix: str) -> Workspace:
+        """The same buffers, seen with every name under `prefix`."""
+        view = Workspace(self.xp, self.keep)
+        view.prefix, view.buffers = prefix, self.buffers
+        return view
 
     @property
     def nbytes(self) -> int:

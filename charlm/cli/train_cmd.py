@@ -97,7 +97,7 @@ def train(
     )
     reporter = ProgressReporter(quiet, trainer.config.train.max_seconds)
     if not quiet:
-        n_params = sum(int(p.size) for p in trainer.params.values())
+        n_params = trainer.params.size
         m = trainer.config.model
         click.echo(
             f"{m.cell} {m.num_layers}x{m.hidden_size}, {n_params:,} parameters, "
