@@ -12,6 +12,9 @@ alternate; prints each side's median chars/s and the median and range of the per
 ours / PyTorch; exits 1 when a case misses its target.
 
     python benchmarks/sample_speed.py [--rounds 5] [--only num1]
+
+Every process runs in a user's environment: without this workplace's OpenBLAS overrides (see
+blas_env.py; --keep-blas-env keeps them).
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from blas_env import openblas_kernel, user_environment
 
+ROOT = Path(__file__).resolve().parent.parent  # the charlm tree timed
 V, H, L = 65, 256, 2
 CASES = {  # name: (samples in parallel, characters per sample, target ratio)
     "num1": (1, 500, 2.0),
@@ -87,9 +93,9 @@ def worker(kind: str, num: int, max_len: int) -> float:
     return torch_loop(num, max_len, mkldnn=kind == "torch")
 
 
-def spawn(kind: str, num: int, max_len: int) -> float:
+def spawn(kind: str, num: int, max_len: int, env: dict[str, str]) -> float:
     argv = [sys.executable, __file__, "--worker", kind, "--num", str(num), "--len", str(max_len)]
-    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(argv, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.splitlines()[-1])["chars_per_s"]
 
 
@@ -97,6 +103,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (median)")
     parser.add_argument("--only", action="append", choices=sorted(CASES))
+    parser.add_argument(
+        "--keep-blas-env",
+        action="store_true",
+        help="keep this workplace's OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (see blas_env.py)",
+    )
     parser.add_argument("--worker", choices=WORKERS, help=argparse.SUPPRESS)
     parser.add_argument("--num", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--len", type=int, help=argparse.SUPPRESS)
@@ -105,6 +116,8 @@ def main() -> int:
         print(json.dumps({"chars_per_s": worker(args.worker, args.num, args.len)}))
         return 0
     print(f"LSTM H={H} L={L} V={V}; each side alone in a fresh process, PyTorch at its defaults")
+    env = user_environment(args.keep_blas_env, PYTHONPATH=str(ROOT))
+    print(f"NumPy's OpenBLAS runs its {openblas_kernel(env)} kernels")
     print(f"{'case':8} {'ours chars/s':>13} {'torch chars/s':>14} {'ratio (range)':>20} target")
     failed = 0
     for name, (num, max_len, target) in CASES.items():
@@ -112,9 +125,9 @@ def main() -> int:
             continue
         mine, theirs = [], []
         for _ in range(args.rounds):
-            mine.append(spawn("ours", num, max_len))
-            theirs.append(max(spawn("torch", num, max_len),
-                              spawn("torch-no-mkldnn", num, max_len)))  # fmt: skip
+            mine.append(spawn("ours", num, max_len, env))
+            theirs.append(max(spawn("torch", num, max_len, env),
+                              spawn("torch-no-mkldnn", num, max_len, env)))  # fmt: skip
         ratios = sorted(a / b for a, b in zip(mine, theirs, strict=True))
         ratio = statistics.median(ratios)
         ok = ratio >= target

@@ -11,18 +11,22 @@ against PyTorch. These machines are noisy: quote the ratios.
     python benchmarks/train_speed.py [--rounds 5] [--only lstm-h256-l2-n64-t100]
     python benchmarks/train_speed.py --tree . --tree /tmp/base --no-torch
     python benchmarks/train_speed.py --kernels compiled --kernels numpy
+
+Every process runs in a user's environment: without this workplace's OpenBLAS overrides (see
+blas_env.py; --keep-blas-env keeps them).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from blas_env import openblas_kernel, user_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "data" / "tinyshakespeare.txt"  # 65 characters + 2 specials: V = 67
@@ -37,7 +41,9 @@ CONFIGS = {  # name: (cell, H, layers, N, T, steps)
 TARGETS = {name: 1.0 if name.startswith("lstm-h512") else 1.1 for name in CONFIGS}
 
 
-def charlm_speed(tree: Path, kernels: str, config: tuple, run_dir: Path) -> float:
+def charlm_speed(
+    tree: Path, kernels: str, config: tuple, run_dir: Path, env: dict[str, str]
+) -> float:
     """Median chars/s of one `charlm train` run with the code in `tree` and `kernels` (a
     train.kernels value; '' leaves the tree's default)."""
     cell, H, L, N, T, steps = config
@@ -55,7 +61,7 @@ def charlm_speed(tree: Path, kernels: str, config: tuple, run_dir: Path) -> floa
         sets["train.kernels"] = kernels
     for key, value in sets.items():
         argv += ["--set", f"{key}={value}"]
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = {**env, "PYTHONPATH": str(tree)}
     subprocess.run(argv, check=True, env=env, cwd=tempfile.gettempdir())
     lines = (run_dir / "metrics.jsonl").read_text("utf-8").splitlines()
     records = [json.loads(line) for line in lines]
@@ -63,12 +69,12 @@ def charlm_speed(tree: Path, kernels: str, config: tuple, run_dir: Path) -> floa
     return statistics.median(speeds[1:] or speeds)
 
 
-def torch_speed(config: tuple) -> float:
+def torch_speed(config: tuple, env: dict[str, str]) -> float:
     cell, H, L, N, T, steps = config
     argv = [sys.executable, str(ROOT / "benchmarks" / "torch_peer.py"), "--cell", cell,
             "--hidden", str(H), "--layers", str(L), "--batch", str(N), "--seq", str(T),
             "--steps", str(steps), "--window", str(max(1, steps // 6))]  # fmt: skip
-    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(argv, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.splitlines()[-1])["chars_per_s"]
 
 
@@ -87,12 +93,19 @@ def main() -> int:
         action="store_false",
         help="leave the PyTorch peer out (to compare trees or kernel sets)",
     )
+    parser.add_argument(
+        "--keep-blas-env",
+        action="store_true",
+        help="keep this workplace's OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (see blas_env.py)",
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", action="append", choices=sorted(CONFIGS))
     args = parser.parse_args()
     ours = [(t.resolve(), k) for t in (args.tree or [ROOT]) for k in (args.kernels or [""])]
     names = [f"charlm@{t.name or t}" + (f"[{k}]" if k else "") for t, k in ours]
     names += ["torch"] if args.torch else []
+    env = user_environment(args.keep_blas_env)
+    print(f"NumPy's OpenBLAS runs its {openblas_kernel(env)} kernels")
     print(f"{'config':24} " + " ".join(f"{n:>22}" for n in names) + "   ratios to the first")
     failed = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,9 +115,9 @@ def main() -> int:
             speeds: dict[str, list[float]] = {n: [] for n in names}
             for _ in range(args.rounds):
                 for (tree, kernels), n in zip(ours, names, strict=False):
-                    speeds[n].append(charlm_speed(tree, kernels, config, Path(tmp) / "run"))
+                    speeds[n].append(charlm_speed(tree, kernels, config, Path(tmp) / "run", env))
                 if args.torch:
-                    speeds["torch"].append(torch_speed(config))
+                    speeds["torch"].append(torch_speed(config, env))
             first = speeds[names[0]]
             ratios = []
             for n in names[1:]:
