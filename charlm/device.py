@@ -25,14 +25,14 @@ DEVICES = ("cpu", "cuda")
 
 
 class Device:
-    """The CPU: NumPy arrays, NumPy's BLAS, the NumPy reference kernels (or, `compiled`, the
-    numba kernel set of `charlm.cells.compiled`)."""
+    """The CPU: NumPy arrays, NumPy's BLAS and the NumPy reference kernels."""
 
     name = "cpu"
     xp: ModuleType = np
-
-    def __init__(self, compiled: bool = False) -> None:
-        self.compiled = compiled
+    compiled = False  # whether the kernels are a compiled set (`CompiledDevice`)
+    # Sampling's filter and draw in one kernel, for temperature and banned ids alone (see
+    # `charlm.cells.compiled.draw_ids`); None: `sample.filter_probs` and `sample.draw` do it.
+    draw_ids: Any = None
 
     def send(self, array: np.ndarray) -> Array:
         """`array` on this device (the array itself on the CPU)."""
@@ -44,10 +44,6 @@ class Device:
 
     def kernels(self, cell: str) -> Any:
         """The step kernels of `cell` ('rnn', 'gru', 'lstm') on this device."""
-        if self.compiled:
-            from charlm.cells.compiled import COMPILED  # noqa: PLC0415 - optional numba
-
-            return COMPILED[cell]
         from charlm.cells import reference_kernels  # noqa: PLC0415 - cells import this module
 
         return reference_kernels(cell)
@@ -66,6 +62,15 @@ class Device:
             self.take_columns(table, ids[t], out[t])
         return out
 
+    def scatter_columns(self, dcols: Array, ids: Array, out: Array, ws: Any = None) -> Array:
+        """out[:, v] = sum of dcols[:, j] over the j with ids[j] == v: the gradient of the table
+        in `take_columns`, dcols (G, M) @ one_hot(ids)^T (M, V) into out (G, V). A GEMM with
+        the one-hot matrix (from the workspace `ws`) is much faster than NumPy's add.at."""
+        from charlm.ops import one_hot_rows  # noqa: PLC0415 - ops imports this module
+
+        onehot = one_hot_rows(ids, out.shape[1], dcols.dtype, ws)
+        return self.xp.matmul(dcols, onehot, out=out)
+
     def uniforms(self, rng: np.random.Generator, seed: int) -> Any:
         """Where dropout masks draw their uniforms in [0, 1): `random(shape)`. On the CPU the
         run's generator `rng` itself, whose state every checkpoint saves."""
@@ -76,6 +81,34 @@ class Device:
 
     def __repr__(self) -> str:
         return f"<device {self.name}{' compiled' if self.compiled else ''}>"
+
+
+class CompiledDevice(Device):
+    """The CPU with the numba kernel set of `charlm.cells.compiled` (charlm[fast]): fused step
+    kernels, and one compiled loop for each column gather and scatter."""
+
+    compiled = True
+
+    def kernels(self, cell: str) -> Any:
+        from charlm.cells.compiled import COMPILED  # noqa: PLC0415 - optional numba
+
+        return COMPILED[cell]
+
+    @property
+    def draw_ids(self) -> Any:
+        from charlm.cells.compiled import draw_ids  # noqa: PLC0415
+
+        return draw_ids
+
+    def gather_columns(self, table: Array, ids: Array, out: Array) -> Array:
+        from charlm.cells.compiled import gather_columns  # noqa: PLC0415
+
+        return gather_columns(table, ids, out)
+
+    def scatter_columns(self, dcols: Array, ids: Array, out: Array, ws: Any = None) -> Array:
+        from charlm.cells.compiled import scatter_columns  # noqa: PLC0415
+
+        return scatter_columns(dcols, ids, out)
 
 
 class CudaDevice(Device):
@@ -145,7 +178,7 @@ def get_device(name: str, kernels: str = "numpy", dtype: str = "float32") -> Dev
                 "train.kernels=compiled needs numba: pip install 'charlm[fast]' (or set "
                 "train.kernels=auto)"
             )
-        return Device(compiled=True)
+        return CompiledDevice()
     if name != "cuda":
         raise CharlmError(f"unknown device {name!r}; choose one of: {', '.join(DEVICES)}")
     try:

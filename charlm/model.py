@@ -22,7 +22,6 @@ from charlm.cells.base import empty_grads
 from charlm.device import CPU, Device
 from charlm.ops import (
     column_sequence,
-    one_hot_rows,
     softmax_cross_entropy,
     time_columns,
 )
@@ -165,8 +164,8 @@ class CharModel:
             dout, dstate[i], _ = self.cells[i].backward(dout, cache["caches"][i],
                                                         layer_params(grads, i))  # fmt: skip
         if "embed" in params:
-            onehot = one_hot_rows(cache["ids"], self.V, dout.dtype, ws)
-            xp.matmul(time_columns(dout, ws, "dembedded"), onehot, out=grads["embed"])
+            dembedded = time_columns(dout, ws, "dembedded")
+            self.device.scatter_columns(dembedded, cache["ids"], grads["embed"], ws)
         return dstate, grads
 
     def loss(

@@ -105,6 +105,7 @@ def one_hot_rows(ids: Array, V: int, dtype: Any, ws: Workspace | None = None) ->
 
 
 def project_inputs_backward(
+    device: Device,
     dgates_cols: Array,
     x: Array,
     Wx: Array,
@@ -118,13 +119,13 @@ def project_inputs_backward(
 
     dWx = sum_t dA<t> x<t>^T and db = sum_t dA<t> 1: one GEMM and one reduction over the window;
     dx = Wx^T dA, one GEMM into `dx` (D, T*N), returned as a (T, D, N) view of its columns. For
-    ids, x^T is a one-hot matrix (a GEMM is much faster than scattering with add.at), and dx is
-    None. `ws` holds the one-hot or column copy of x.
+    ids, x^T is a one-hot matrix: the device's `scatter_columns`, and dx is None. `ws` holds the
+    one-hot or column copy of x.
     """
-    xp = xp_of(dgates_cols)
+    xp = device.xp
     xp.sum(dgates_cols, axis=1, out=db)
     if is_ids(x):
-        xp.matmul(dgates_cols, one_hot_rows(x, Wx.shape[1], dgates_cols.dtype, ws), out=dWx)
+        device.scatter_columns(dgates_cols, x, dWx, ws)
         return None
     xp.matmul(dgates_cols, time_columns(x, ws, "x_cols").T, out=dWx)
     xp.matmul(Wx.T, dgates_cols, out=dx)

@@ -260,6 +260,10 @@ def generate(
     block = min(max_len, UNIFORM_BLOCK)
     uniforms = np.empty((num, block))
     probs, cdf = _column_buffer(xp, model.V, num), _column_buffer(xp, model.V, num)
+    # The device's one-pass filter and draw, where it has one and the filters are its two.
+    fused = None if s.top_k or s.top_p < 1.0 else model.device.draw_ids
+    allowed = np.ones(model.V, dtype=bool)
+    allowed[to_numpy(ban)] = False
     stream_text = on_text if num == 1 else None
     step = model.stepper(params)
     for t in range(max_len):
@@ -271,8 +275,11 @@ def generate(
             if t % block == 0:  # the next `block` uniforms of each sample still running
                 for i in active.tolist():
                     uniforms[i] = generators[i].random(block)
-            p = filter_probs(logits, s.temperature, s.top_k, s.top_p, ban, out=probs)
-            ids = draw(p, uniforms[active, t % block], cdf)
+            if fused is not None:
+                ids = fused(logits, s.temperature, allowed, uniforms[active, t % block])
+            else:
+                p = filter_probs(logits, s.temperature, s.top_k, s.top_p, ban, out=probs)
+                ids = draw(p, uniforms[active, t % block], cdf)
         host_ids = to_numpy(ids)
         out[active, t] = host_ids
         if stream_text is not None and not (lines and host_ids[0] == vocab.eos_id):

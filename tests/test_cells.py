@@ -431,9 +431,9 @@ def test_project_inputs_ids_equals_one_hot_product() -> None:
                                atol=1e-14)  # fmt: skip
     dA = rng.standard_normal((T, 6, N))
     dW_ids, db_ids = np.empty_like(Wx), np.empty_like(b)
-    dx_ids = project_inputs_backward(time_columns(dA), ids, Wx, dW_ids, db_ids)
+    dx_ids = project_inputs_backward(CPU, time_columns(dA), ids, Wx, dW_ids, db_ids)
     dW, db = np.empty_like(Wx), np.empty_like(b)
-    dx = project_inputs_backward(time_columns(dA), X, Wx, dW, db, np.empty((V, T * N)))
+    dx = project_inputs_backward(CPU, time_columns(dA), X, Wx, dW, db, np.empty((V, T * N)))
     assert dx_ids is None
     np.testing.assert_allclose(dW_ids, dW, atol=1e-13)
     np.testing.assert_allclose(db_ids, db, atol=1e-13)

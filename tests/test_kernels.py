@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from charlm.cells import reference_kernels
 from charlm.device import CPU, Device, get_device, has_numba, to_numpy
@@ -94,6 +96,92 @@ def test_every_kernel_set_matches_the_numpy_reference(
            [tuple(s.astype(np.float32) for s in layer) for layer in rest[2]], rest[3])  # fmt: skip
     for got, want in zip(run(model, *f32), run(reference, *f32), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", other_devices())
+@pytest.mark.parametrize("N", [1, 3])
+@pytest.mark.parametrize(("form", "options"), FORMS)
+def test_sampling_steps_match_the_numpy_reference(
+    device: Device, N: int, form: str, options: dict
+) -> None:
+    """Sampling's one-step path (`CharModel.step`, no cache) through `device`'s kernels equals
+    the reference's, for one sample (the compiled LSTM runs down the column then) and several,
+    over a few steps so that each reads the state the last one wrote."""
+    reference = CharModel(spec(**options), 11)
+    model = CharModel(spec(**options), 11, device)
+    params, x, _, state, _ = problem(reference, resets=False)
+    for dtype, tol in ((np.float64, 1e-12), (np.float32, 1e-5)):
+        p = {k: v.astype(dtype) for k, v in params.items()}
+        want_state = [tuple(s[:, :N].astype(dtype) for s in layer) for layer in state]
+        got_state = [tuple(device.send(s) for s in layer) for layer in want_state]
+        step = model.stepper({k: device.send(v) for k, v in p.items()})
+        want_step = reference.stepper(p)
+        for t in range(x.shape[1]):
+            ids = x[:N, t]
+            got, got_state = step(device.send(ids), got_state)
+            want, want_state = want_step(ids, want_state)
+            np.testing.assert_allclose(to_numpy(got), want, rtol=tol, atol=tol)
+        for got_layer, want_layer in zip(got_state, want_state, strict=True):
+            for g, w in zip(got_layer, want_layer, strict=True):
+                np.testing.assert_allclose(to_numpy(g), w, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("device", other_devices())
+@settings(max_examples=30, deadline=None)
+@given(
+    T=st.integers(1, 6), N=st.integers(1, 9), G=st.integers(1, 7), V=st.integers(1, 12),
+    dtype=st.sampled_from([np.float64, np.float32]), seed=st.integers(0, 2**16),
+)  # fmt: skip
+def test_column_gather_and_scatter_match_the_reference(
+    device: Device, T: int, N: int, G: int, V: int, dtype: Any, seed: int
+) -> None:
+    """A device's `gather_columns` equals the CPU's exactly (it only copies), and its
+    `scatter_columns` (the gradient of the gather: the input weights' gradient for ids) the
+    CPU's one-hot product up to the order of the additions. Repeated ids are the case to get
+    right, so ids come from a small range."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, V, (T, N))
+    table = rng.standard_normal((G, V)).astype(dtype)
+    got = device.gather_columns(
+        device.send(table), device.send(ids), device.xp.empty((T, G, N), dtype)
+    )
+    want = CPU.gather_columns(table, ids, np.empty((T, G, N), dtype))
+    np.testing.assert_array_equal(to_numpy(got), want)
+    dcols = rng.standard_normal((G, T * N)).astype(dtype)
+    got = device.scatter_columns(
+        device.send(dcols), device.send(ids), device.xp.empty((G, V), dtype)
+    )
+    want = CPU.scatter_columns(dcols, ids, np.empty((G, V), dtype))
+    tol = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(to_numpy(got), want, rtol=tol, atol=tol)
+
+
+@pytest.mark.skipif(not has_numba(), reason="the compiled kernels need numba (charlm[fast])")
+@settings(max_examples=60, deadline=None)
+@given(
+    V=st.integers(2, 80), N=st.integers(1, 9), seed=st.integers(0, 2**16),
+    temperature=st.sampled_from([1.0, 0.7, 1.5, 1e-3]),
+    dtype=st.sampled_from([np.float32, np.float64]), edge=st.booleans(),
+)  # fmt: skip
+def test_compiled_draw_matches_filter_and_draw(
+    V: int, N: int, seed: int, temperature: float, dtype: Any, edge: bool
+) -> None:
+    """The compiled one-pass draw picks the ids `filter_probs` + `draw` pick from the same
+    uniforms (temperature and banned ids; uniforms just below 1 with `edge`), never a banned
+    one."""
+    from charlm.sample import draw, filter_probs  # noqa: PLC0415
+
+    device = get_device("cpu", "compiled")
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal((V, N)) * 3).astype(dtype)
+    banned = rng.choice(V, size=int(rng.integers(0, V)), replace=False)
+    allowed = np.ones(V, dtype=bool)
+    allowed[banned] = False
+    uniforms = 1 - rng.random(N) * 1e-12 if edge else rng.random(N)
+    want = draw(filter_probs(logits, temperature, banned=banned.tolist()), uniforms)
+    got = device.draw_ids(logits, temperature, allowed, uniforms)
+    np.testing.assert_array_equal(got, want)
+    assert allowed[got].all()
 
 
 class CountingDevice(Device):

@@ -133,6 +133,16 @@ def _lstm_step_backward(gates, tanh_c, c_prev, dout, dh, dc, dgates, scratch, on
 
 
 @numba.jit(**_JIT)
+def _lstm_column_forward(gates, wh, c_prev, c, tanh_c, h, one):  # noqa: ANN001, ANN202
+    """`_lstm_step_forward` for N = 1 on the 1-D columns: one loop down all H rows, which
+    vectorises, where H loops of one element do not (sampling one sample)."""
+    H = c.shape[0]
+    _lstm_forward_row(gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :], wh[:H],
+                      wh[H : 2 * H], wh[2 * H : 3 * H], wh[3 * H :], c_prev, c, tanh_c, h,
+                      one / (one + one))  # fmt: skip
+
+
+@numba.jit(**_JIT)
 def _lstm_forward_at(gates, wh, c, tanh_c, h_cols, t, one):  # noqa: ANN001, ANN202
     """Step t of a window, on the whole window buffers (see `lstm_window_forward`)."""
     _, H, N = c.shape
@@ -285,6 +295,90 @@ def _rnn_backward_relu(h, dout, dh, dgates, one):  # noqa: ANN001, ANN202
             dg[n] = d if hr[n] > zero else zero
 
 
+# ------------------------------------------------------------------ column gather and scatter
+@numba.jit(**_JIT)
+def _gather_columns(table, ids, out):  # noqa: ANN001, ANN202
+    T, G, N = out.shape
+    for t in range(T):
+        step_ids = ids[t]
+        for g in range(G):
+            row, dest = table[g], out[t, g]
+            for n in range(N):
+                dest[n] = row[step_ids[n]]
+
+
+@numba.jit(**_JIT)
+def _scatter_columns(dcols, ids, out):  # noqa: ANN001, ANN202
+    G, M = dcols.shape
+    # Four partial sums per id, so that a run of equal ids does not chain every addition
+    # through one memory cell (each would wait for the last to be stored).
+    partial = np.empty((4, out.shape[1]), dtype=out.dtype)
+    tail = M - M % 4
+    for g in range(G):
+        row = dcols[g]
+        partial[...] = 0
+        for m in range(0, tail, 4):
+            partial[0, ids[m]] += row[m]
+            partial[1, ids[m + 1]] += row[m + 1]
+            partial[2, ids[m + 2]] += row[m + 2]
+            partial[3, ids[m + 3]] += row[m + 3]
+        for m in range(tail, M):
+            partial[0, ids[m]] += row[m]
+        dest = out[g]
+        for v in range(out.shape[1]):
+            dest[v] = (partial[0, v] + partial[1, v]) + (partial[2, v] + partial[3, v])
+
+
+def gather_columns(table: Array, ids: Array, out: Array) -> Array:
+    """`Device.gather_columns` (out[t] = table[:, ids[t]]) in one loop, not T NumPy calls."""
+    _gather_columns(table, ids, out)
+    return out
+
+
+def scatter_columns(dcols: Array, ids: Array, out: Array) -> Array:
+    """`Device.scatter_columns` (out[:, v] = sum of dcols[:, j] where ids[j] == v) by adding
+    each column where it belongs: M additions per row, where the reference's GEMM with a
+    one-hot matrix makes M * V."""
+    _scatter_columns(dcols, ids.reshape(-1), out)
+    return out
+
+
+# ------------------------------------------------------------------ sampling
+@numba.jit(**_JIT)
+def _draw_ids(logits, inv_temperature, allowed, uniforms, ids):  # noqa: ANN001, ANN202
+    V, N = logits.shape
+    e = np.empty(V)  # float64, as the reference's probabilities
+    for j in range(N):
+        top = -np.inf
+        for i in range(V):
+            if allowed[i] and logits[i, j] > top:
+                top = logits[i, j]
+        total = 0.0
+        for i in range(V):
+            z = (np.float64(logits[i, j]) - top) * inv_temperature
+            e[i] = math.exp(z) if allowed[i] else 0.0
+            total += e[i]
+        scale, cdf = 1.0 / total, 0.0
+        for i in range(V):  # e becomes the cumulative distribution
+            cdf += e[i] * scale
+            e[i] = cdf
+        target = min(uniforms[j] * cdf, np.nextafter(cdf, 0.0))
+        drawn = 0
+        while e[drawn] <= target:
+            drawn += 1
+        ids[j] = drawn
+
+
+def draw_ids(logits: Array, temperature: float, allowed: Array, uniforms: Array) -> Array:
+    """`sample.filter_probs` (temperature and banned ids only: no top-k, no top-p) and
+    `sample.draw` in one pass over each column of logits (V, N): softmax(logits / temperature)
+    over the `allowed` (V,) ids, then the first id whose cumulative probability exceeds
+    uniforms[j] times the total. Returns the ids (N,)."""
+    ids = np.empty(logits.shape[1], dtype=np.int64)
+    _draw_ids(logits, 1.0 / temperature, allowed, np.asarray(uniforms, dtype=np.float64), ids)
+    return ids
+
+
 # ------------------------------------------------------------------ the kernel set
 # The reference signatures, with the one constant of the operands' dtype the loops compute in
 # (a Python literal would promote float32 arithmetic to float64).
@@ -295,7 +389,11 @@ def _one(a: Array) -> Any:
 def lstm_step_forward(gates: Array, wh: Array, c_prev: Array, c: Array, tanh_c: Array,
                       h: Array) -> None:  # fmt: skip
     """`lstm.step_forward` in one pass (wh is only read)."""
-    _lstm_step_forward(gates, wh, c_prev, c, tanh_c, h, _one(gates))
+    operands = (gates, wh, c_prev, c, tanh_c, h)
+    if gates.shape[1] == 1 and all(a.flags.c_contiguous for a in operands):
+        _lstm_column_forward(*(a.reshape(-1) for a in operands), _one(gates))
+    else:
+        _lstm_step_forward(gates, wh, c_prev, c, tanh_c, h, _one(gates))
 
 
 def lstm_step_backward(gates: Array, tanh_c: Array, c_prev: Array, dout: Array, dh: Array,

@@ -274,8 +274,8 @@ class GRU(base.CellBase):
             rh_cols = time_columns(rhs, tmp, "rh_cols")
             xp.matmul(dA_cols[2 * H :], rh_cols.T, out=grads["Wh"][2 * H :])
         dx = base.input_grad_buffer(ws, cache["x"], params["Wx"], T * N)
-        dx = project_inputs_backward(dA_cols, cache["x"], params["Wx"], grads["Wx"], grads["b"],
-                                     dx, tmp)  # fmt: skip
+        dx = project_inputs_backward(self.device, dA_cols, cache["x"], params["Wx"], grads["Wx"],
+                                     grads["b"], dx, tmp)  # fmt: skip
         return dx, (dh.copy(),), grads
 
     def step(

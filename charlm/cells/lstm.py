@@ -230,8 +230,8 @@ class LSTM(base.CellBase):
         h_prev = cache["h_cols"][:, : T * N] if masked is None else time_columns(masked, tmp)
         xp.matmul(dgates_cols, h_prev.T, out=grads["Wh"])
         dx = base.input_grad_buffer(ws, cache["x"], params["Wx"], T * N)
-        dx = project_inputs_backward(dgates_cols, cache["x"], params["Wx"], grads["Wx"],
-                                     grads["b"], dx, tmp)  # fmt: skip
+        dx = project_inputs_backward(self.device, dgates_cols, cache["x"], params["Wx"],
+                                     grads["Wx"], grads["b"], dx, tmp)  # fmt: skip
         return dx, (dh.copy(), dc.copy()), grads
 
     def step(

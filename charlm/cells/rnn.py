@@ -125,8 +125,8 @@ class RNN(base.CellBase):
         h_prev_cols = base.prev_columns(hs, cache["masked_h_prev"], tmp)
         xp.matmul(dA_cols, h_prev_cols.T, out=grads["Wh"])
         dx = base.input_grad_buffer(ws, cache["x"], params["Wx"], T * N)
-        dx = project_inputs_backward(dA_cols, cache["x"], params["Wx"], grads["Wx"], grads["b"],
-                                     dx, tmp)  # fmt: skip
+        dx = project_inputs_backward(self.device, dA_cols, cache["x"], params["Wx"], grads["Wx"],
+                                     grads["b"], dx, tmp)  # fmt: skip
         return dx, (dh.copy(),), grads
 
     def step(
