@@ -33,6 +33,9 @@ class Device:
     # Sampling's filter and draw in one kernel, for temperature and banned ids alone (see
     # `charlm.cells.compiled.draw_ids`); None: `sample.filter_probs` and `sample.draw` do it.
     draw_ids: Any = None
+    # Adam's update of a flat buffer in one pass (`charlm.cells.compiled.adam_update`); None:
+    # the optimizer's NumPy passes.
+    adam_update: Any = None
 
     def send(self, array: np.ndarray) -> Array:
         """`array` on this device (the array itself on the CPU)."""
@@ -99,6 +102,12 @@ class CompiledDevice(Device):
         from charlm.cells.compiled import draw_ids  # noqa: PLC0415
 
         return draw_ids
+
+    @property
+    def adam_update(self) -> Any:
+        from charlm.cells.compiled import adam_update  # noqa: PLC0415
+
+        return adam_update
 
     def gather_columns(self, table: Array, ids: Array, out: Array) -> Array:
         from charlm.cells.compiled import gather_columns  # noqa: PLC0415

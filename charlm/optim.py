@@ -19,7 +19,7 @@ host: the norm stays a 0-d device array until the trainer logs it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -87,8 +87,11 @@ class Optimizer:
         beta2: float = 0.999,
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        fused_adam: Callable[..., None] | None = None,
     ) -> None:
+        """`fused_adam`: a device's one-pass Adam update (`Device.adam_update`), else NumPy's."""
         self.kind, self.beta1, self.beta2 = kind, beta1, beta2
+        self.fused_adam = fused_adam
         self.eps, self.weight_decay = eps, weight_decay
         self.t = 0  # updates done (Adam's bias correction)
         self.moments: dict[str, Mapping[str, Array]] = {
@@ -108,6 +111,12 @@ class Optimizer:
                 p -= lr * g
                 continue
             tmp = self._tmp[i]
+            v_scale = 1.0 / math.sqrt(1 - self.beta2**self.t)  # bias corrections
+            step_scale = lr / (1 - self.beta1**self.t)
+            if self.kind == "adam" and self.fused_adam is not None and p.ndim == 1:
+                m, v = moments["m"][i], moments["v"][i]
+                self.fused_adam(p, g, m, v, self.beta1, self.beta2, self.eps, v_scale, step_scale)
+                continue
             if self.kind == "adam":
                 m, v = moments["m"][i], moments["v"][i]
                 m *= self.beta1
@@ -117,10 +126,10 @@ class Optimizer:
                 v *= self.beta2
                 v += tmp
                 xp.sqrt(v, out=tmp)
-                tmp *= 1.0 / math.sqrt(1 - self.beta2**self.t)
+                tmp *= v_scale
                 tmp += self.eps
                 xp.divide(m, tmp, out=tmp)
-                tmp *= lr / (1 - self.beta1**self.t)
+                tmp *= step_scale
             else:
                 s = moments["s"][i]
                 xp.multiply(g, g, out=tmp)

@@ -76,7 +76,8 @@ class TrainStep:
         a flat buffer on the model's device in `settings.dtype`), with `settings`' optimizer."""
         xp, dtype, t = model.device.xp, np.dtype(settings.dtype), settings
         params = FlatParams.of(model.param_shapes(), initial, xp, dtype)
-        optimizer = Optimizer(t.optimizer, params, t.beta1, t.beta2, t.eps, t.weight_decay)
+        optimizer = Optimizer(t.optimizer, params, t.beta1, t.beta2, t.eps, t.weight_decay,
+                              model.device.adam_update)  # fmt: skip
         return cls(model, params, optimizer, settings, total_steps, dropout)
 
     def __call__(self, batch: Batch, step: int) -> StepStats:

@@ -184,6 +184,31 @@ def test_compiled_draw_matches_filter_and_draw(
     assert allowed[got].all()
 
 
+@pytest.mark.skipif(not has_numba(), reason="the compiled kernels need numba (charlm[fast])")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_compiled_adam_is_the_numpy_update_to_the_bit(dtype: Any, weight_decay: float) -> None:
+    """Five Adam steps on flat buffers through the compiled one-pass update leave parameters
+    and moments bit-identical to the optimizer's NumPy passes."""
+    from charlm.optim import Optimizer  # noqa: PLC0415
+    from charlm.params import FlatParams  # noqa: PLC0415
+
+    rng = np.random.default_rng(3)
+    shapes = {"a": (7, 5), "b": (3,)}
+    initial = {k: rng.standard_normal(s) for k, s in shapes.items()}
+    runs = []
+    for fused in (None, get_device("cpu", "compiled").adam_update):
+        params = FlatParams.of(shapes, initial, np, dtype)
+        opt = Optimizer("adam", params, 0.8, 0.95, 1e-6, weight_decay, fused)
+        grads = params.zeros_like()
+        for step in range(5):
+            grads.flat[...] = np.random.default_rng(step).standard_normal(grads.flat.shape)
+            opt.step(params, grads, 3e-3)
+        runs.append([params.flat, *(m.flat for m in opt.moments.values())])
+    for fused_array, numpy_array in zip(*runs, strict=True):
+        np.testing.assert_array_equal(fused_array, numpy_array)
+
+
 class CountingDevice(Device):
     """The CPU with every reference kernel wrapped to count its calls."""
 

@@ -379,6 +379,29 @@ def draw_ids(logits: Array, temperature: float, allowed: Array, uniforms: Array)
     return ids
 
 
+# ------------------------------------------------------------------ Adam
+@numba.jit(**_JIT)
+def _adam_update(p, g, m, v, beta1, c1, beta2, c2, eps, v_scale, step_scale):  # noqa: ANN001, ANN202
+    for i in range(p.shape[0]):
+        gi = g[i]
+        mi = m[i] * beta1 + c1 * gi
+        vi = v[i] * beta2 + gi * gi * c2
+        m[i], v[i] = mi, vi
+        p[i] -= mi / (np.sqrt(vi) * v_scale + eps) * step_scale
+
+
+def adam_update(p: Array, g: Array, m: Array, v: Array, beta1: float, beta2: float, eps: float,
+                v_scale: float, step_scale: float) -> None:  # fmt: skip
+    """`Optimizer.step`'s Adam update of flat buffers in one pass instead of thirteen, with
+    its operations in its order and each scalar rounded to the buffers' dtype as NumPy rounds
+    a Python float, so that the result is the same to the bit:
+    m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  p -= m / (sqrt(v) v_scale + eps) step_scale.
+    """
+    t = p.dtype.type
+    _adam_update(p, g, m, v, t(beta1), t(1 - beta1), t(beta2), t(1 - beta2), t(eps),
+                 t(v_scale), t(step_scale))  # fmt: skip
+
+
 # ------------------------------------------------------------------ the kernel set
 # The reference signatures, with the one constant of the operands' dtype the loops compute in
 # (a Python literal would promote float32 arithmetic to float64).
