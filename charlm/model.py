@@ -222,8 +222,11 @@ class CharModel:
 
     def stepper(self, params: dict[str, Array]) -> Callable[[Array, State], tuple[Array, State]]:
         """`step` for a fixed set of parameters, for sampling loops: the per-layer parameter
-        dicts are split out once, not on every character."""
-        layers = [layer_params(params, i) for i in range(len(self.cells))]
+        dicts are split out (and arranged as each cell's `sampling_params` says) once, not on
+        every character."""
+        layers = [
+            cell.sampling_params(layer_params(params, i)) for i, cell in enumerate(self.cells)
+        ]
         embed, Wy, by = params.get("embed"), params["Wy"], params["by"][:, None]
         xp = self.device.xp
 

@@ -28,6 +28,11 @@ class CellBase:
         self.device = device
         self.kernels = device.kernels(self.name)
 
+    def sampling_params(self, params: dict[str, Array]) -> dict[str, Array]:
+        """The parameters as `step` reads them, arranged once per sampling run (a cell may add
+        derived arrays); by default as they are."""
+        return params
+
     def param_shapes(self, D: int) -> dict[str, tuple[int, ...]]:
         """Shape of each parameter for input width D."""
         G = self.num_gates * self.H
