@@ -40,7 +40,7 @@ demo: $(RUNTIME_STAMP)
 	$(BIN)/charlm vocab build data/tinyshakespeare.txt -o runs/vocab-demo.json
 	# the Shakespeare config shrunk to learn what it can in one minute
 	$(BIN)/charlm train data/tinyshakespeare.txt --config configs/shakespeare-lstm.yaml \
-		--set model.hidden_size=256 --set model.dropout=0 --set train.batch_size=16 \
+		--set model.hidden_size=256 --set model.dropout=0 --set train.batch_size=16 --set train.lr=3e-3 \
 		--set train.lr_schedule=constant --set train.max_steps=0 --set train.max_seconds=60 \
 		--set train.eval_every=300 --set train.sample_every=0 --run-dir runs/demo --overwrite
 	$(BIN)/charlm sample --run runs/demo --max-len 300 --seed 1 --temperature 0.8
