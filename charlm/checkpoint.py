@@ -8,7 +8,10 @@ A checkpoint named `last` in a run directory is two files:
 
 Both are written to temporary files, flushed and fsynced, then renamed with `os.replace`;
 the JSON goes last, so it is the commit point: whatever moment a crash hits, `last.json`
-names a complete `.npz`. Superseded `.npz` files are removed after the commit. A checkpoint
+names a complete `.npz`. Superseded `.npz` files are removed after the commit, and an `.npz`
+is never overwritten in place (saving the same step again picks a new name), so every JSON
+names the very bytes it hashed. Several JSONs may name one `.npz` (a numbered checkpoint
+shares `last`'s, see `link_checkpoint`): a file goes only when no JSON names it. A checkpoint
 is self-contained: sampling and evaluation need nothing else. No pickle anywhere.
 """
 
@@ -64,7 +67,7 @@ def save_checkpoint(run_dir: str | os.PathLike[str], name: str, ckpt: Checkpoint
     """
     run = Path(run_dir)
     json_path = run / f"{name}.json"
-    npz_path = run / f"{name}-{ckpt.step:08d}.npz"
+    npz_path = _fresh_npz_path(run, name, ckpt.step)
     arrays = {f"param/{k}": v for k, v in ckpt.params.items()}
     arrays.update({f"optim/{k}": v for k, v in ckpt.optimizer.items()})
     arrays.update({f"hidden/{k}": v for k, v in ckpt.hidden.items()})
@@ -96,6 +99,76 @@ def save_checkpoint(run_dir: str | os.PathLike[str], name: str, ckpt: Checkpoint
 
 
 _RESERVED = ("format", "version", "step", "arrays", "sha256", "config", "vocab")
+
+
+def _fresh_npz_path(run: Path, name: str, step: int) -> Path:
+    """`name-STEP.npz`, or `name-STEP-K.npz` when that file is there already: a JSON (another
+    checkpoint's, or this one's until the commit) may name it, so it is never replaced."""
+    path = run / f"{name}-{step:08d}.npz"
+    k = 0
+    while path.exists():
+        k += 1
+        path = run / f"{name}-{step:08d}-{k}.npz"
+    return path
+
+
+def link_checkpoint(run_dir: str | os.PathLike[str], source: str, target: str) -> Path:
+    """Checkpoint `target` as a copy of `source`'s JSON, naming the same `.npz` (no arrays are
+    written twice); returns its JSON. A CheckpointError if `source` cannot be read or the copy
+    cannot be written (`target` is then as it was)."""
+    run = Path(run_dir)
+    src, dst = run / f"{source}.json", run / f"{target}.json"
+    replaced = _arrays_of(dst)  # `target` saved at this step before (a resume that stopped)
+    try:
+        text = src.read_bytes()
+        write_atomic(dst, text)
+        fsync_dir(run)
+    except OSError as exc:
+        raise CheckpointError(f"could not write checkpoint {dst} ({exc.strerror or exc})") from None
+    _remove_unreferenced(run, replaced)
+    return dst
+
+
+def remove_checkpoint(run_dir: str | os.PathLike[str], name: str) -> None:
+    """Delete checkpoint `name`: its JSON first (a crash never leaves a JSON without its
+    arrays), then its `.npz` unless another checkpoint names it too. Best effort: a file that
+    cannot be removed stays (and its checkpoint with it)."""
+    run = Path(run_dir)
+    json_path = run / f"{name}.json"
+    arrays = _arrays_of(json_path)
+    try:
+        json_path.unlink(missing_ok=True)
+    except OSError:
+        return
+    fsync_dir(run)
+    _remove_unreferenced(run, arrays)
+
+
+def _arrays_of(json_path: Path) -> str | None:
+    """The `.npz` file name a checkpoint JSON names (None if unreadable or not there)."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        arrays = json.loads(json_path.read_text("utf-8")).get("arrays")
+        if isinstance(arrays, str):
+            return Path(arrays).name
+    return None
+
+
+def _remove_unreferenced(run: Path, npz_name: str | None) -> None:
+    # Only array files: a hand-edited JSON must not make this delete anything else.
+    if npz_name and npz_name.endswith(".npz") and not _referenced(run, npz_name):
+        with contextlib.suppress(OSError):
+            (run / npz_name).unlink()
+
+
+def update_meta(run_dir: str | os.PathLike[str], name: str, fields: dict[str, Any]) -> None:
+    """Add `fields` to checkpoint `name`'s JSON (its arrays untouched), atomically. OSError or
+    ValueError if it cannot be read or written; the checkpoint is then as it was."""
+    json_path = Path(run_dir) / f"{name}.json"
+    meta = json.loads(json_path.read_bytes().decode("utf-8"))
+    if not isinstance(meta, dict):
+        raise ValueError(f"{json_path}: not a checkpoint JSON object")
+    meta.update({k: v for k, v in fields.items() if k not in _RESERVED})
+    write_atomic(json_path, json.dumps(meta, indent=1, ensure_ascii=False).encode("utf-8"))
 
 
 def _referenced(run: Path, npz_name: str) -> bool:

@@ -183,6 +183,12 @@ class TrainConfig(_Section):
     sample_every: int = _key(0, "steps between sample previews; 0 = off", ge=0)
     sample_len: int = _key(200, "characters per preview sample", ge=1)
     checkpoint_every: int = _key(500, "steps between checkpoints", ge=1)
+    keep_checkpoints: int = _key(
+        0,
+        "also keep the N most recent checkpoints by step (step-NNNNNNNN), to sample or "
+        "evaluate with --step; 0 = only best and last",
+        ge=0,
+    )
     patience: int = _key(0, "stop after this many evaluations without improvement; 0 = off", ge=0)
     seed: int = _key(1337, "random seed for initialisation, batching and dropout", ge=0)
     dtype: str = _key("float32", "floating-point precision", choices=("float32", "float64"))

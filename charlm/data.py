@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -287,11 +288,14 @@ class Corpus:
     val_ids: np.ndarray
     unknown: list[str]  # distinct characters outside a given vocabulary (they became <UNK>)
     unknown_count: int
+    known_train_unk: int | None = None  # counted already (a prepared corpus' manifest)
 
     @functools.cached_property
     def train_unk_count(self) -> int:
         """<UNK> ids in the training split (none: sampling never draws <UNK> unless asked)."""
-        return int(np.count_nonzero(self.train_ids == self.vocab.unk_id))
+        if self.known_train_unk is not None:
+            return self.known_train_unk
+        return count_id(self.train_ids, self.vocab.unk_id)
 
     @property
     def reset_id(self) -> int | None:
@@ -317,7 +321,12 @@ def load_corpus(path: str | os.PathLike[str], data: Any, vocab: Vocab | None = N
 
     The vocabulary is `vocab` if given (a checkpoint's), else `data.vocab`'s file, else built
     from the corpus. Validation is `data.val_file` if set, else the `data.val_fraction` tail.
+    A directory is a prepared corpus (`load_prepared`).
     """
+    if Path(path).is_dir():
+        from charlm.prepared import load_prepared  # noqa: PLC0415 - it imports this module
+
+        return load_prepared(path, data, vocab)
     text = read_text(path)
     given = vocab is not None or bool(data.vocab)
     if vocab is None:
@@ -353,3 +362,10 @@ def split_corpus(ids: np.ndarray, data: Any, vocab: Vocab) -> tuple[np.ndarray, 
     if vocab.mode == "lines" and data.val_split in ("auto", "random"):
         return split_lines(ids, data.val_fraction, vocab.eos_id, data.split_seed)
     return split_ids(ids, data.val_fraction)
+
+
+def count_id(ids: np.ndarray, value: int, block: int = 1 << 24) -> int:
+    """How often `value` occurs in `ids`, a block at a time (a memmap stays unloaded)."""
+    return sum(
+        int(np.count_nonzero(ids[i : i + block] == value)) for i in range(0, len(ids), block)
+    )

@@ -12,10 +12,12 @@ from typing import Any
 import numpy as np
 
 from charlm.baselines import Baseline
-from charlm.data import encode_text, eval_batches
+from charlm.data import count_id, encode_text, eval_batches
 from charlm.device import to_numpy
+from charlm.errors import CharlmError
 from charlm.model import CharModel
 from charlm.ops import softmax_cross_entropy
+from charlm.prepared import open_prepared
 from charlm.vocab import Vocab
 from charlm.workspace import Workspace
 
@@ -114,6 +116,22 @@ def evaluate_text(
     end are dropped). Baselines are scored on exactly the same positions.
     """
     ids = encode_text(text, vocab)
+    return evaluate_encoded(model, params, vocab, ids, batch_size, seq_len, baselines,
+                            keep_losses, unk_rate=1.0 - vocab.coverage(text))  # fmt: skip
+
+
+def evaluate_encoded(
+    model: CharModel,
+    params: dict[str, Any],
+    vocab: Vocab,
+    ids: np.ndarray,
+    batch_size: int = 1,
+    seq_len: int = 256,
+    baselines: list[Baseline] | None = None,
+    keep_losses: bool = False,
+    unk_rate: float = 0.0,
+) -> CorpusEval:
+    """`evaluate_text` of ids already encoded with `vocab` (a prepared corpus' memmap)."""
     reset = vocab.eos_id if vocab.mode == "lines" else None
     result = evaluate_ids(model, params, ids, batch_size, seq_len, reset, keep_losses)
     scores = None
@@ -127,10 +145,54 @@ def evaluate_text(
     return CorpusEval(
         loss=result.loss,
         chars=result.chars,
-        unk_rate=1.0 - vocab.coverage(text),
+        unk_rate=unk_rate,
         baselines=scores,
         losses=result.losses,
     )
+
+
+def prepared_ids(path: str, vocab: Vocab, limit: int | None = None) -> tuple[np.ndarray, float]:
+    """(ids in `vocab`, <UNK> rate) of the prepared corpus in directory `path`, all of it or its
+    first `limit` ids (lines mode: whole lines). Memory-mapped when the corpus was prepared with
+    `vocab`; otherwise its ids are translated into `vocab`'s, in memory."""
+    prep = open_prepared(path)
+    if prep.vocab.mode != vocab.mode:
+        raise CharlmError(f"the prepared corpus {path} is in {prep.vocab.mode} mode, the model "
+                          f"in {vocab.mode} mode")  # fmt: skip
+    ids: np.ndarray = prep.ids
+    if limit is not None and limit < len(ids):
+        end = limit
+        if vocab.mode == "lines":  # whole lines: cut after the last <EOS> within the limit
+            ends = np.flatnonzero(ids[1 : limit + 1] == vocab.eos_id)
+            end = int(ends[-1]) + 2 if len(ends) else limit
+        ids = ids[:end]
+    if prep.vocab.tokens != vocab.tokens:
+        # each of the corpus' tokens -> the model's id for it (<UNK> if it has none)
+        index = {t: i for i, t in enumerate(vocab.tokens)}
+        table = np.array([index.get(t, vocab.unk_id) for t in prep.vocab.tokens], vocab.dtype)
+        ids = table[ids]
+    chars = len(ids) - (count_id(ids, vocab.eos_id) if vocab.mode == "lines" else 0)
+    return ids, count_id(ids, vocab.unk_id) / max(chars, 1)
+
+
+def prepared_baselines(path: str, vocab: Vocab, block: int = 1 << 22) -> list[Baseline]:
+    """`fit_baselines` on a prepared corpus' training split, counted a block at a time."""
+    prep = open_prepared(path)
+    if prep.vocab != vocab:
+        raise CharlmError(f"the prepared corpus {path} has another vocabulary now")
+    V, train = len(vocab), prep.train_ids
+    if V * V > 1 << 24:
+        raise CharlmError(f"a vocabulary of {V:,} tokens is too large to count bigrams of")
+    uni, pairs = np.zeros(V), np.zeros(V * V)
+    for start in range(0, max(len(train) - 1, 0), block):
+        part = train[start : start + block + 1].astype(np.int64)
+        uni += np.bincount(part[1:], minlength=V)
+        pairs += np.bincount(part[:-1] * V + part[1:], minlength=V * V)
+    pairs = pairs.reshape(V, V)
+    # The same add-one estimates as `charlm.baselines.fit_baselines`.
+    unigram = np.log(uni + 1.0) - np.log(uni.sum() + V)
+    bigram = np.log(pairs + 1.0) - np.log(pairs.sum(axis=1, keepdims=True) + V)
+    return [Baseline("unigram", unigram), Baseline("bigram", bigram)]
 
 
 def loss_bins(bits: np.ndarray, edges: Sequence[float]) -> np.ndarray:

@@ -21,6 +21,7 @@ from charlm.checkpoint import Checkpoint, load_checkpoint
 from charlm.config import Config, TrainConfig, with_overrides
 from charlm.data import Corpus, load_corpus
 from charlm.errors import CharlmError
+from charlm.prepared import is_prepared, open_prepared
 from charlm.rundir import (
     CorpusFingerprint,
     RunDir,
@@ -92,23 +93,60 @@ def plan_run(
                          "is kept; the config's model settings are not used")  # fmt: skip
         config = dataclasses.replace(config, model=source.config.model)
     given = ckpt or source
-    corpus = load_corpus(corpus_path, config.data, given.vocab if given else None)
+    prepared = is_prepared(corpus_path)
+    if prepared:
+        config, note = prepared_config(corpus_path, config)
+        notes += [note] if note else []
+    # A prepared corpus is compared first: a changed one may no longer fit the run's vocabulary
+    # (a text file is read first, for its clearer errors about a missing or bad file).
+    corpus = None if prepared else load_corpus(corpus_path, config.data, None if given is None
+                                               else given.vocab)  # fmt: skip
     fingerprint = CorpusFingerprint.of(corpus_path)
     if ckpt is not None:
         recorded = CorpusFingerprint.from_meta(ckpt.meta)
         note = check_same_corpus(recorded, fingerprint, allow_changed_corpus)
         notes += [note] if note else []
+    if corpus is None:
+        corpus = load_corpus(corpus_path, config.data, given.vocab if given else None)
     return RunPlan(config, corpus, fingerprint, ckpt, source, changes, notes)
 
 
 def recorded_corpus(ckpt: Checkpoint) -> str:
-    """The corpus file a run recorded, for --resume without CORPUS."""
+    """The corpus (a file, or a prepared directory) a run recorded, for --resume without
+    CORPUS."""
     recorded = ckpt.meta.get("corpus") or ckpt.config.data.corpus
     if not isinstance(recorded, str) or not recorded:
         raise CharlmError("the run does not record its corpus; give the CORPUS file")
-    if not Path(recorded).is_file():
+    if not Path(recorded).is_file() and not is_prepared(recorded):
         raise CharlmError(f"the run's corpus {recorded} is not there any more; give CORPUS")
     return recorded
+
+
+def prepared_config(path: str, config: Config) -> tuple[Config, str]:
+    """`config` with the data settings a prepared corpus was made with, and a note naming
+    any the config asked otherwise. The prepared corpus wins: its ids, vocabulary and split
+    are fixed on disk, and the run's config.yaml then says what it really trained on."""
+    m = open_prepared(path).manifest
+    data = config.data
+    made = {"mode": m["mode"], "val_fraction": m["val_fraction"], "min_count": m["min_count"],
+            "max_size": m["max_size"]}  # fmt: skip
+    differ = [f"data.{k}={getattr(data, k)!r}" for k, v in made.items() if getattr(data, k) != v]
+    if not data.val_file:  # a prepared corpus validates on its tail
+        made["val_split"] = "tail"
+        if data.val_split == "random" or (data.val_split == "auto" and data.mode == "lines"):
+            differ.append(f"data.val_split={data.val_split!r} (random lines)")
+    data = dataclasses.replace(data, **made)
+    note = ""
+    if differ:
+        verb = "is" if len(differ) == 1 else "are"
+        note = (
+            f"the prepared corpus {path} fixes its vocabulary and split, so {', '.join(differ)} "
+            f"{verb} not used: it was prepared with --mode {m['mode']} --val-fraction "
+            f"{m['val_fraction']:g} "
+            f"--min-count {m['min_count']} --max-size {m['max_size']} (validation is its "
+            "tail); prepare it again to change them"
+        )
+    return dataclasses.replace(config, data=data), note
 
 
 def describe_model(config: Config) -> str:

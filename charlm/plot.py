@@ -1,4 +1,5 @@
-"""Loss curves of a run from its `metrics.jsonl`: a PNG (matplotlib) or a text chart.
+"""Loss curves of a run from its `metrics.jsonl`: a PNG (matplotlib) or a text chart; several
+runs overlaid on one chart, each with its own colour or letter and a legend.
 
 Each line of metrics.jsonl is a JSON object with a "step"; log lines carry "train_loss",
 evaluation lines also "val_loss" (and "val_bpc"). Points whose loss is not finite (a diverged
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,22 +70,43 @@ def _is_number(value: object) -> bool:
 def text_chart(curves: Curves, width: int = 60, height: int = 15) -> str:
     """A width x height character chart: train as '.', val as 'o' (drawn on top), with the loss
     range on the left, the step range below and a legend."""
+    legend = f"loss (nats/char): . train ({len(curves.train)} points)"
+    legend += f"  o val ({len(curves.val)} points)"
+    return _draw([(curves.train, "."), (curves.val, "o")], [legend], width, height)
+
+
+MARKS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def overlay_chart(runs: Sequence[tuple[str, Curves]], width: int = 60, height: int = 15) -> str:
+    """Several runs' curves on one text chart: run i's training loss in its lowercase letter
+    (a, b, ...), its validation loss in the capital (drawn on top), a legend line per run."""
+    if len(runs) > len(MARKS):
+        raise CharlmError(f"a text chart tells {len(MARKS)} runs apart, not {len(runs)}; "
+                          "install matplotlib for an image, or plot fewer runs")  # fmt: skip
+    trains = [(c.train, MARKS[i]) for i, (_, c) in enumerate(runs)]
+    vals = [(c.val, MARKS[i].upper()) for i, (_, c) in enumerate(runs)]
+    legend = ["loss (nats/char); lowercase: train, capital: val"]
+    legend += [f"  {MARKS[i]} {MARKS[i].upper()}  {label} ({len(c.train)} train / "
+               f"{len(c.val)} val points)" for i, (label, c) in enumerate(runs)]  # fmt: skip
+    return _draw(trains + vals, legend, width, height)
+
+
+def _draw(layers: list[tuple[Points, str]], legend: list[str], width: int, height: int) -> str:
+    """The chart of `layers` (points, mark), later layers drawn over earlier ones, with the
+    loss range on the left, the step range below and the `legend` lines last."""
     width, height = max(width, 10), max(height, 3)
-    points = curves.train + curves.val
+    points = [p for series, _ in layers for p in series]
     steps = [s for s, _ in points]
     losses = [v for _, v in points]
     s_lo, s_hi = min(steps), max(steps)
     v_lo, v_hi = min(losses), max(losses)
     grid = [[" "] * width for _ in range(height)]
-
-    def put(series: Points, mark: str) -> None:
+    for series, mark in layers:
         for step, value in series:
             col = round((step - s_lo) / (s_hi - s_lo) * (width - 1)) if s_hi > s_lo else 0
             row = round((v_hi - value) / (v_hi - v_lo) * (height - 1)) if v_hi > v_lo else 0
             grid[row][col] = mark
-
-    put(curves.train, ".")
-    put(curves.val, "o")
     top, bottom = f"{v_hi:.4g}", f"{v_lo:.4g}"
     pad = max(len(top), len(bottom))
     lines = []
@@ -93,9 +116,7 @@ def text_chart(curves: Curves, width: int = 60, height: int = 15) -> str:
     lines.append(" " * pad + " +" + "-" * width)
     first, last = f"step {s_lo:g}", f"{s_hi:g}"
     lines.append(" " * (pad + 2) + first + last.rjust(width - len(first)))
-    legend = f"loss (nats/char): . train ({len(curves.train)} points)"
-    legend += f"  o val ({len(curves.val)} points)"
-    lines.append(legend)
+    lines.extend(legend)
     return "\n".join(lines)
 
 
@@ -139,10 +160,14 @@ def image_target(output: str | os.PathLike[str]) -> tuple[Path, str]:
 
 
 def save_image(
-    curves: Curves, path: str | os.PathLike[str], fmt: str = "png", title: str = ""
+    curves: Curves | Sequence[tuple[str, Curves]],
+    path: str | os.PathLike[str],
+    fmt: str = "png",
+    title: str = "",
 ) -> None:
     """Write the curves to `path` in format `fmt` (one of `image_formats()`) with matplotlib
-    (ImportError if it is not installed)."""
+    (ImportError if it is not installed). Several runs, as (label, curves) pairs, share the
+    axes: one colour per run, its training loss a line, its validation loss dots on a line."""
     import matplotlib  # noqa: PLC0415 - optional extra charlm[plot]
 
     matplotlib.use("Agg")  # files only: never needs a display
@@ -150,10 +175,19 @@ def save_image(
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     try:
-        if curves.train:
-            ax.plot(*zip(*curves.train, strict=True), label="train", linewidth=1)
-        if curves.val:
-            ax.plot(*zip(*curves.val, strict=True), "o-", label="validation", markersize=3)
+        if isinstance(curves, Curves):
+            if curves.train:
+                ax.plot(*zip(*curves.train, strict=True), label="train", linewidth=1)
+            if curves.val:
+                ax.plot(*zip(*curves.val, strict=True), "o-", label="validation", markersize=3)
+        for i, (label, run) in enumerate([] if isinstance(curves, Curves) else curves):
+            color = f"C{i % 10}"
+            if run.train:
+                ax.plot(*zip(*run.train, strict=True), color=color, linewidth=1,
+                        label=f"{label} train")  # fmt: skip
+            if run.val:
+                ax.plot(*zip(*run.val, strict=True), "o--", color=color, markersize=3,
+                        label=f"{label} validation")  # fmt: skip
         ax.set_xlabel("step")
         ax.set_ylabel("loss (nats/char)")
         if title:

@@ -1,14 +1,17 @@
 """The run directory: what it holds, who may write it, and what a resume may change.
 
     RUN/config.yaml  vocab.json  metrics.jsonl  best.json  last.json  *-NNNNNNNN.npz  .lock
+        step-NNNNNNNN.json  (train.keep_checkpoints > 0: the N most recent saves of `last`)
 
 Every write goes through one `RunDir` (nanoGPT's `master_process` gate goes in front of it when
 several processes train one run).
 
-One process writes a run at a time: `RunLock` is an OS file lock on `RUN/.lock` holding the
-writer's PID. It is the kernel's lock (`flock`; `msvcrt.locking` on Windows), so it is released
-however its process ends, even by SIGKILL, and the next run takes it over; the PID inside only
-names the holder in the message.
+One process writes a run at a time: it holds the run's `RunLock` (`charlm.runlock`).
+
+How a run ended goes into its last checkpoint's JSON (`RunDir.record_end`): "status" is
+"running" in every checkpoint saved while training, and "finished", "interrupted", "diverged"
+or "failed" once the trainer stops; a run that still says "running" with its lock free was
+killed. Runs written before this have no "status".
 """
 
 from __future__ import annotations
@@ -18,85 +21,26 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from charlm.checkpoint import Checkpoint, save_checkpoint
+from charlm.checkpoint import (
+    Checkpoint,
+    link_checkpoint,
+    remove_checkpoint,
+    save_checkpoint,
+    update_meta,
+)
 from charlm.config import Config, config_diff, save_config
 from charlm.errors import CharlmError
 from charlm.fileio import sha256_file, write_atomic
+from charlm.prepared import manifest_digest
+from charlm.runlock import RunLock
 from charlm.stopping import StopRequest
 from charlm.vocab import Vocab
 
 RUN_FILES = ("config.yaml", "vocab.json", "metrics.jsonl", "best.json", "last.json")
 CHECKPOINTS = ("best", "last")
-LOCK_NAME = ".lock"
-
-try:
-    import fcntl
-
-    def _try_lock(fh: IO[str]) -> bool:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-except ImportError:  # Windows
-    import msvcrt
-
-    def _try_lock(fh: IO[str]) -> bool:
-        fh.seek(0)
-        try:
-            msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-
-
-class RunLockedError(CharlmError):
-    """Another live process is writing this run directory."""
-
-
-class RunLock:
-    """The exclusive right to write one run directory, until `release` or the process ends."""
-
-    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
-        self.path = Path(run_dir) / LOCK_NAME
-        self._fh: IO[str] | None = None
-
-    def acquire(self) -> RunLock:
-        """Take the lock, or raise RunLockedError naming the process that holds it."""
-        if self._fh is not None:
-            return self
-        # "a+" creates the file without truncating it: the holder's PID stays readable.
-        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held open while locked
-        if not _try_lock(fh):
-            fh.seek(0)
-            holder = fh.read().strip() or "unknown"
-            fh.close()
-            raise RunLockedError(
-                f"run directory {self.path.parent} is in use by another charlm process "
-                f"(PID {holder}); wait for it to finish or stop it, or choose another --run-dir"
-            )
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-        self._fh = fh
-        return self
-
-    @property
-    def held(self) -> bool:
-        return self._fh is not None
-
-    def release(self) -> None:
-        """Give the lock up (closing the file releases it); safe to call twice."""
-        if self._fh is not None:
-            with contextlib.suppress(OSError):
-                self._fh.close()
-            self._fh = None
-
-
+NUMBERED = "step-"  # numbered checkpoints: step-00001500.json
 # --- what a directory holds ---------------------------------------------------------------------
 
 
@@ -122,9 +66,25 @@ def only_leftovers(run: Path) -> bool:
 
 def clear_run(run: Path) -> None:
     """Delete a run's files (for --overwrite, or leftovers); other files are left alone."""
-    for old in [*(run / f for f in RUN_FILES), *(p for n in CHECKPOINTS for p in
-                                                 run.glob(f"{n}-*.npz"))]:  # fmt: skip
+    for old in [*(run / f for f in RUN_FILES), *run.glob(f"{NUMBERED}*.json"),
+                *(p for n in CHECKPOINTS for p in run.glob(f"{n}-*.npz"))]:  # fmt: skip
         old.unlink(missing_ok=True)
+
+
+def numbered_name(step: int) -> str:
+    """'step-00001500'."""
+    return f"{NUMBERED}{step:08d}"
+
+
+def numbered_checkpoints(run: Path) -> dict[int, Path]:
+    """{step: JSON} of the numbered checkpoints in `run` (names that do not parse are not
+    ours and are left out)."""
+    found = {}
+    for path in run.glob(f"{NUMBERED}*.json"):
+        digits = path.stem[len(NUMBERED) :]
+        if digits.isdigit() and path.is_file():
+            found[int(digits)] = path
+    return dict(sorted(found.items()))
 
 
 # --- the corpus a run trains on ----------------------------------------------------------------
@@ -132,7 +92,9 @@ def clear_run(run: Path) -> None:
 
 @dataclass(frozen=True)
 class CorpusFingerprint:
-    """Which text a run was trained on: its path (absolute), size in bytes and SHA-256."""
+    """Which text a run was trained on: its path (absolute), size in bytes and SHA-256. For a
+    prepared corpus directory: the SHA-256 of its manifest (which holds its sources' and ids'
+    SHA-256, so gigabytes are not hashed again on every resume) and its sources' bytes."""
 
     path: str
     size: int
@@ -140,7 +102,7 @@ class CorpusFingerprint:
 
     @classmethod
     def of(cls, path: str | os.PathLike[str]) -> CorpusFingerprint:
-        digest, size = sha256_file(path)
+        digest, size = manifest_digest(path) if Path(path).is_dir() else sha256_file(path)
         return cls(str(Path(path).resolve()), size, digest)
 
     @classmethod
@@ -268,6 +230,9 @@ class RunDir:
         """Continue at checkpoint `step`: later log lines go (they will be redone), and changed
         settings go into config.yaml and, as an event, into the log."""
         truncate_metrics(self.path, step)
+        # How the run ended before is history now: if this process dies without a word, the
+        # run must show as killed, not as it ended last time.
+        self.record_end({"status": "running", "status_note": ""})
         if changes:  # the run's config.yaml always says what it trains with now
             save_config(config, self.path / "config.yaml")
             changed = {key: list(values) for key, values in changes.items()}
@@ -277,10 +242,33 @@ class RunDir:
         """Append one record to metrics.jsonl."""
         append_metrics(self.path, record)
 
-    def save(self, name: str, checkpoint: Checkpoint, stop: StopRequest | None = None) -> Path:
-        """Write checkpoint `name` atomically; a second Ctrl-C waits for the write to finish."""
+    def save(
+        self, name: str, checkpoint: Checkpoint, stop: StopRequest | None = None, keep: int = 0
+    ) -> Path:
+        """Write checkpoint `name` atomically; a second Ctrl-C waits for the write to finish.
+
+        With `keep` > 0 a save of `last` is also kept as numbered checkpoint step-NNNNNNNN,
+        and the oldest numbered ones beyond `keep` go. The order keeps every listed checkpoint
+        loadable whenever a crash comes: `last` is committed, then its numbered copy (which
+        names the same arrays), and only then is an old one removed, its JSON before its
+        arrays.
+        """
         with stop.protect() if stop is not None else contextlib.nullcontext():
-            return save_checkpoint(self.path, name, checkpoint)
+            path = save_checkpoint(self.path, name, checkpoint)
+            if name == "last" and keep > 0:
+                link_checkpoint(self.path, "last", numbered_name(checkpoint.step))
+                for step in list(numbered_checkpoints(self.path))[:-keep]:
+                    remove_checkpoint(self.path, numbered_name(step))
+            return path
+
+    def record_end(self, fields: dict[str, Any], stop: StopRequest | None = None) -> None:
+        """Note how the run ended (`fields`: status, ...) in its last checkpoint's JSON. Best
+        effort: a run that cannot write any more (disk full) ends with its error anyway."""
+        if not (self.path / "last.json").is_file():
+            return  # stopped before its first checkpoint: nothing to note it in
+        with stop.protect() if stop is not None else contextlib.nullcontext():
+            with contextlib.suppress(OSError, ValueError):
+                update_meta(self.path, "last", fields)
 
     def checkpoint_path(self, name: str) -> Path:
         return self.path / f"{name}.json"

@@ -39,6 +39,9 @@ def snapshot(trainer: Trainer) -> Checkpoint:
         **(trainer.fingerprint.to_meta() if trainer.fingerprint else {}),
         "train_unk_count": trainer.corpus.train_unk_count,
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        # Until the trainer notes how the run ended (`RunDir.record_end`): still training, or
+        # killed if no process holds the run's lock.
+        "status": "running",
     }
     draws = getattr(trainer.train_step.dropout, "draws", None)
     if draws is not None:  # uniforms drawn on the GPU: how many so far

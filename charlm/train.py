@@ -178,7 +178,9 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- the loop
     def run(self, reporter: Reporter, stop: StopRequest | None = None) -> TrainResult:
-        """Train until a limit, a stop request, early stopping or divergence."""
+        """Train until a limit, a stop request, early stopping or divergence; how it ended goes
+        into the last checkpoint (`RunDir.record_end`), whichever way that is."""
+        status, note = "failed", ""
         try:
             with np.errstate(all="ignore"):  # every overflow is caught, with a message
                 reason, saved_step, evaluated_step = self._train(reporter, stop)
@@ -191,7 +193,24 @@ class Trainer:
                 # After a time budget `last` records all the time used: a resume then knows.
                 if saved_step != self.step or reason == "time budget":
                     self._save("last", stop)
+            status = "interrupted" if reason == "interrupted" else "finished"
+            # Why it stopped, where "finished" alone does not say it (its limit is the rule).
+            note = {"interrupted": stop.signal_name if stop else "", "finished": ""}.get(
+                reason, reason
+            )
+        except DivergenceError as exc:
+            status, note = "diverged", str(exc).split(";", 1)[0]
+            raise
+        except KeyboardInterrupt:  # a second Ctrl-C
+            status, note = "interrupted", "aborted"
+            raise
+        except Exception as exc:
+            note = str(exc)[:200]
+            raise
         finally:
+            end = {"status": status, "status_note": note, "ended_at_step": self.step,
+                   "ended_at": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+            self.rundir.record_end(end, stop)
             self.close()
         reporter.close()
         return TrainResult(
@@ -283,9 +302,10 @@ class Trainer:
     # ----------------------------------------------------------------------------- helpers
     def _save(self, name: str, stop: StopRequest | None) -> None:
         """Write checkpoint `name` (the pending steps checked first: only good parameters are
-        saved); a second Ctrl-C waits for the write to finish."""
+        saved); a second Ctrl-C waits for the write to finish. Each save of `last` is kept
+        numbered too when train.keep_checkpoints asks for it."""
         self._read_steps()
-        self.rundir.save(name, self.checkpoint(), stop)
+        self.rundir.save(name, self.checkpoint(), stop, self.config.train.keep_checkpoints)
 
     def batch_stream(self, position: int = 0) -> BatchStream:
         """The training batches from `position` on. Random restarts from the zero state only

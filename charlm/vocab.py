@@ -146,6 +146,18 @@ class Vocab:
                 totals[: len(found)] += found
             if mode == "lines" and text:
                 sequences += text.count("\n") + (not text.endswith("\n"))
+        return cls.from_counts(totals, sequences, mode, min_count, max_size)
+
+    @classmethod
+    def from_counts(
+        cls, totals: np.ndarray, sequences: int, mode: str, min_count: int = 1, max_size: int = 0
+    ) -> Vocab:
+        """The vocabulary `build` makes from `totals` (occurrences by code point, newlines
+        included) and `sequences` (lines mode's <EOS> count); shared with `charlm.prepare`,
+        which counts a corpus bigger than memory chunk by chunk."""
+        totals = np.array(totals, dtype=np.int64)  # a copy: the newline count is zeroed below
+        if len(totals) <= _NEWLINE:
+            totals = np.concatenate([totals, np.zeros(_NEWLINE + 1 - len(totals), np.int64)])
         if mode == "lines":
             totals[_NEWLINE] = 0  # newlines are sequence ends, counted as <EOS>
 
@@ -188,6 +200,11 @@ class Vocab:
             np.take(self._table, cps, out=out[pos : pos + len(cps)], mode="clip")
             pos += len(cps)
         return out
+
+    def ids_of_code_points(self, cps: np.ndarray) -> np.ndarray:
+        """The ids of code points `cps` as `encode` gives them (unknown -> <UNK>; in lines
+        mode a newline -> <EOS>)."""
+        return np.take(self._table, cps, mode="clip")
 
     def decode(self, ids: Any) -> str:
         """The text of `ids` (an int or array of ints); specials appear as "<UNK>", "<EOS>"."""

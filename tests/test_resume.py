@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from charlm.checkpoint import load_checkpoint
 from charlm.cli import ProgressReporter, cli
 from charlm.config import load_config
-from charlm.rundir import RunLock
+from charlm.runlock import RunLock
 from charlm.train import Trainer
 
 DINOS = DATA / "dinosaurs.txt"
@@ -222,7 +222,7 @@ def test_a_second_writer_is_refused_naming_the_first(run: Path, corpus: Path):
 
 def test_the_lock_dies_with_its_process(run: Path):
     code = (
-        "import sys, time; from charlm.rundir import RunLock; "
+        "import sys, time; from charlm.runlock import RunLock; "
         f"lock = RunLock({str(run)!r}).acquire(); print('locked', flush=True); time.sleep(60)"
     )
     proc = subprocess.Popen(

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 # Importing the command modules registers their commands on `cli`.
 from charlm.cli import (  # noqa: F401
+    data_cmd,
     eval_cmd,
     gradcheck_cmd,
     plot_cmd,
+    runs_cmd,
     sample_cmd,
     train_cmd,
     vocab_cmd,

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from charlm.cli.group import cli
-from charlm.cli.options import checkpoint_options, open_checkpoint
+from charlm.cli.options import checkpoint_options, open_at_step
 from charlm.cli.show import show_losses
 from charlm.errors import CharlmError
 
@@ -17,6 +17,9 @@ from charlm.errors import CharlmError
 @cli.command("eval")
 @click.argument("corpus", type=click.Path())
 @checkpoint_options
+@click.option("--step", type=click.IntRange(min=0), default=None,
+              help="Use the run's checkpoint saved at this step (best, last, or one kept with "
+                   "train.keep_checkpoints); not with --checkpoint.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as one JSON object.")
 @click.option("--show", is_flag=True,
               help="Print the text coloured by each character's loss (use a short text or "
@@ -33,7 +36,7 @@ from charlm.errors import CharlmError
                    "lines mode: cut at line starts, the same losses as 1). Default 32; 1 with "
                    "--show, which reads the text in exact order.")  # fmt: skip
 def eval_command(corpus: str, run_dir: str | None, checkpoint_path: str | None,
-                 runs_dir: str, as_json: bool, show: bool, limit: int | None,
+                 runs_dir: str, step: int | None, as_json: bool, show: bool, limit: int | None,
                  batch_size: int | None) -> None:  # fmt: skip
     """Loss of a trained model on CORPUS, with unigram / bigram baselines.
 
@@ -50,27 +53,44 @@ def eval_command(corpus: str, run_dir: str | None, checkpoint_path: str | None,
     """
     from charlm.baselines import fit_baselines, training_ids  # noqa: PLC0415 - keep `--help` fast
     from charlm.data import first_chars, read_text  # noqa: PLC0415
-    from charlm.evaluate import LN2, evaluate_text  # noqa: PLC0415
+    from charlm.evaluate import (  # noqa: PLC0415
+        LN2,
+        evaluate_encoded,
+        evaluate_text,
+        prepared_baselines,
+        prepared_ids,
+    )
 
     if show and as_json:
         raise click.UsageError("--show and --json cannot be combined")
     if show and batch_size not in (None, 1):
         raise click.UsageError("--show reads the text in order: leave --batch-size at 1")
     batch_size = batch_size or (1 if show else 32)
-    json_path, ckpt = open_checkpoint(run_dir, checkpoint_path, runs_dir)
-    text = first_chars(read_text(corpus), ckpt.vocab.mode, limit)
+    json_path, ckpt = open_at_step(run_dir, checkpoint_path, runs_dir, step)
+    prepared = Path(corpus).is_dir()  # a prepared corpus: ids memory-mapped, no text
+    if prepared and show:
+        raise click.UsageError("--show needs a text file, not a prepared corpus directory")
+    text = "" if prepared else first_chars(read_text(corpus), ckpt.vocab.mode, limit)
     train_corpus = ckpt.meta.get("corpus") or ckpt.config.data.corpus
     baselines, note = None, ""
-    if not isinstance(train_corpus, str) or not Path(train_corpus).is_file():
+    if not isinstance(train_corpus, str) or not Path(train_corpus).exists():
         note = "baselines: training corpus not found"
     else:
         try:
-            train = training_ids(train_corpus, ckpt.config.data, ckpt.vocab)
-            baselines = fit_baselines(train, len(ckpt.vocab))
+            if Path(train_corpus).is_dir():
+                baselines = prepared_baselines(train_corpus, ckpt.vocab)
+            else:
+                train = training_ids(train_corpus, ckpt.config.data, ckpt.vocab)
+                baselines = fit_baselines(train, len(ckpt.vocab))
         except CharlmError as exc:
             note = f"baselines: skipped ({exc})"
-    result = evaluate_text(ckpt.model(), ckpt.params, ckpt.vocab, text, batch_size,
-                           baselines=baselines, keep_losses=show)  # fmt: skip
+    if prepared:
+        ids, unk_rate = prepared_ids(corpus, ckpt.vocab, limit)
+        result = evaluate_encoded(ckpt.model(), ckpt.params, ckpt.vocab, ids, batch_size,
+                                  baselines=baselines, unk_rate=unk_rate)  # fmt: skip
+    else:
+        result = evaluate_text(ckpt.model(), ckpt.params, ckpt.vocab, text, batch_size,
+                               baselines=baselines, keep_losses=show)  # fmt: skip
     if as_json:
         scores = None if result.baselines is None else {
             name: {"loss": loss, "bpc": loss / LN2} for name, loss in result.baselines.items()

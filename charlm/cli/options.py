@@ -100,3 +100,38 @@ def open_checkpoint(run_dir: str | None, checkpoint_path: str | None, runs_dir: 
     if skipped is not None:
         click.echo(f"Warning: {skipped}; using {json_path} (step {ckpt.step})", err=True)
     return json_path, ckpt
+
+
+def open_at_step(
+    run_dir: str | None, checkpoint_path: str | None, runs_dir: str, step: int | None
+) -> Any:
+    """`open_checkpoint` for sample and eval, with their --step: the run's checkpoint saved at
+    that step (of --run, else of the latest run under --runs-dir)."""
+    from charlm.checkpoint import load_checkpoint  # noqa: PLC0415
+    from charlm.runs import checkpoint_at_step  # noqa: PLC0415
+
+    if step is None:
+        return open_checkpoint(run_dir, checkpoint_path, runs_dir)
+    if checkpoint_path is not None:
+        raise click.UsageError(
+            "--step picks among a run's checkpoints: give --run, not --checkpoint"
+        )
+    json_path = checkpoint_at_step(run_dir if run_dir is not None else latest_run(runs_dir), step)
+    return json_path, load_checkpoint(json_path)
+
+
+def vocab_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--mode, --min-count and --max-size: how a vocabulary is built (`vocab build`, `data
+    prepare`); None where not given (the config's data.* then)."""
+    options = [
+        click.option("--mode", type=click.Choice(["stream", "lines"]), default=None,
+                     help="stream: one text, newline is a character; lines: one sequence per "
+                     "line."),
+        click.option("--min-count", type=click.IntRange(min=1), default=None,
+                     help="Characters seen fewer times become <UNK>."),
+        click.option("--max-size", type=click.IntRange(min=0), default=None,
+                     help="Keep at most this many tokens (incl. the 2 specials); 0 = no limit."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command

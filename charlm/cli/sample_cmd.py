@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from charlm.cli.group import cli
-from charlm.cli.options import checkpoint_options, open_checkpoint
+from charlm.cli.options import checkpoint_options, open_at_step
 
 
 @cli.command()
@@ -65,8 +65,11 @@ from charlm.cli.options import checkpoint_options, open_checkpoint
 @click.option("-o", "--output", type=click.Path(), default=None,
               help="Write the samples to FILE instead of stdout, laid out the same; written "
                    "atomically (the whole file or nothing).")  # fmt: skip
+@click.option("--step", type=click.IntRange(min=0), default=None,
+              help="Use the run's checkpoint saved at this step (best, last, or one kept with "
+                   "train.keep_checkpoints); not with --checkpoint.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array of the samples.")
-def sample(run_dir: str | None, checkpoint_path: str | None, runs_dir: str,
+def sample(run_dir: str | None, checkpoint_path: str | None, runs_dir: str, step: int | None,
            prime_file: str | None, stop: tuple[str, ...], output: str | None, as_json: bool,
            **options: Any) -> None:  # fmt: skip
     """Generate text from a trained model.
@@ -86,7 +89,7 @@ def sample(run_dir: str | None, checkpoint_path: str | None, runs_dir: str,
     target = None if output is None else Path(output)
     if target is not None:  # refuse before any sampling time is spent
         check_output_path(target, f"cannot write samples to {output}")
-    json_path, ckpt = open_checkpoint(run_dir, checkpoint_path, runs_dir)
+    json_path, ckpt = open_at_step(run_dir, checkpoint_path, runs_dir, step)
     if run_dir is None and checkpoint_path is None:  # say which run the default picked
         click.echo(f"sampling from {json_path} (step {ckpt.step})", err=True)
     vocab = ckpt.vocab

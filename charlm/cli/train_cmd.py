@@ -52,11 +52,13 @@ def train(
     allow_changed_corpus: bool,
     quiet: bool,
 ) -> None:
-    """Train a model on CORPUS (default: the config's data.corpus; on --resume, the run's).
+    """Train a model on CORPUS, a text file or a directory made by `charlm data prepare`
+    (default: the config's data.corpus; on --resume, the run's).
 
     Writes runs/<corpus name>/: config.yaml, vocab.json, metrics.jsonl and the `best` and
-    `last` checkpoints. Ctrl-C saves `last` and stops; --resume continues exactly, with any
-    --set changes recorded in the run's config.yaml. One process trains a run at a time.
+    `last` checkpoints (and the train.keep_checkpoints most recent ones). Ctrl-C saves `last`
+    and stops; --resume continues exactly, with any --set changes recorded in the run's
+    config.yaml. One process trains a run at a time.
 
     \b
     Example:

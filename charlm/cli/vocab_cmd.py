@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from charlm.cli.group import cli
-from charlm.cli.options import config_options
+from charlm.cli.options import config_options, vocab_options
 from charlm.config import Config
 
 
@@ -24,24 +24,7 @@ def vocab() -> None:
     type=click.Path(dir_okay=False),
     help="The vocabulary JSON file to write.",
 )
-@click.option(
-    "--mode",
-    type=click.Choice(["stream", "lines"]),
-    default=None,
-    help="stream: one text, newline is a character; lines: one sequence per line.",
-)
-@click.option(
-    "--min-count",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Characters seen fewer times become <UNK>.",
-)
-@click.option(
-    "--max-size",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Keep at most this many tokens (incl. the 2 specials); 0 = no limit.",
-)
+@vocab_options
 @config_options
 def vocab_build(
     cfg: Config,

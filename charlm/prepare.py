@@ -1,0 +1,429 @@
+"""`charlm data prepare`: encode text files of any size once, into a prepared corpus directory
+(see `charlm.prepared`), in bounded memory.
+
+Two passes, the files read once a few MB at a time: the first checks every file (UTF-8, not
+empty, not binary), hashes it, counts its characters into a dense code-point table, from which
+the vocabulary is built exactly as `Vocab.build` builds it, and writes the text as provisional
+ids (code points numbered by first appearance, 16 bits each); the second maps those to the
+vocabulary's ids with one small table and writes them, so the text is decoded only once. The
+result is the ids the plain-text path makes of the files joined by "\\n", so one file prepares
+to exactly what `charlm train FILE` trains on: the files are separated by a newline in stream
+mode and by <EOS> (a line end) in lines mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from charlm.data import count_id, drop_blank_lines
+from charlm.errors import CharlmError
+from charlm.fileio import fsync_dir, write_atomic
+from charlm.prepared import FORMAT, FORMAT_VERSION, IDS, MANIFEST, OUTPUTS, VOCAB
+from charlm.vocab import Vocab, iter_code_points
+
+CHUNK_BYTES = 1 << 22  # 4 MiB read at a time: its str and UTF-32 copies stay at tens of MB
+_BOM = b"\xef\xbb\xbf"
+_CODE_POINTS = 0x110000
+_NEWLINE = ord("\n")
+PROVISIONAL = (np.uint16, np.uint32)  # provisional id types, tried in order
+_WHOLE = 1 << 30  # code points of a whole piece at once (a piece is a few MB)
+
+
+@dataclass
+class Source:
+    """One input file and what the first pass learnt of it."""
+
+    path: Path
+    size: int = 0
+    sha256: str = ""
+    chars: int = 0
+    nuls: int = 0
+    has_text: bool = False  # a character that is not whitespace
+    ends_with_newline: bool = False
+
+
+# --- which files --------------------------------------------------------------------------------
+
+
+def find_sources(args: Sequence[str], exclude: Path | None = None) -> list[Path]:
+    """The files named by `args`: files as they are, directories' `*.txt` files (recursively,
+    hidden ones left out) and glob patterns, in order, each file once; none under `exclude`."""
+    found: list[Path] = []
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            files = _dir_files(path)
+            if not files:
+                raise CharlmError(f"{arg} is a directory with no text files (*.txt) in it")
+        elif not path.exists() and glob.has_magic(arg):
+            files = []
+            for match in sorted(glob.glob(arg, recursive=True)):
+                files += _dir_files(Path(match)) if Path(match).is_dir() else [Path(match)]
+            if not files:
+                raise CharlmError(f"no text files match {arg}")
+        elif not path.exists():
+            raise CharlmError(f"text file not found: {arg}")
+        else:
+            files = [path]
+        found += files
+    seen: set[Path] = set()
+    out = exclude.resolve() if exclude is not None else None
+    unique = []
+    for path in found:
+        real = path.resolve()
+        if real in seen or (out is not None and real.is_relative_to(out)):
+            continue
+        seen.add(real)
+        unique.append(path)
+    if not unique:
+        raise CharlmError("no text files to prepare")
+    return unique
+
+
+def _dir_files(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.rglob("*.txt")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )  # fmt: skip
+
+
+# --- reading a file in pieces -------------------------------------------------------------------
+
+
+def _safe_cut(data: bytes) -> int:
+    """How much of `data` decodes now: not a trailing incomplete UTF-8 sequence (the next
+    block completes it) nor a trailing CR (the next block may hold its LF)."""
+    n = len(data)
+    i = n - 1
+    while i > n - 4 and i > 0 and data[i] & 0xC0 == 0x80:  # continuation bytes
+        i -= 1
+    lead = data[i]
+    need = 1 if lead < 0xC0 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+    if i + need > n:
+        return i
+    return n - 1 if data[-1] == 0x0D else n
+
+
+def read_pieces(src: Source, lines: bool) -> Iterator[str]:
+    """The text of `src` as `read_text` makes it (BOM dropped, CRLF and CR as "\\n"), in pieces
+    of about CHUNK_BYTES bytes; in lines mode each piece but the last ends at a line end. Invalid
+    UTF-8 is a CharlmError naming the file and byte offset. Fills in its size and SHA-256."""
+    digest = hashlib.sha256()
+    try:
+        fh = open(src.path, "rb")  # noqa: SIM115 - closed below, errors worded first
+    except FileNotFoundError:
+        raise CharlmError(f"text file not found: {src.path}") from None
+    except IsADirectoryError:
+        raise CharlmError(f"{src.path} is a directory, not a text file") from None
+    except OSError as exc:
+        raise CharlmError(f"cannot read text file {src.path}: {exc.strerror or exc}") from None
+    # SHA-256 lets go of the GIL: a thread hashes each block while the next is decoded.
+    with fh, ThreadPoolExecutor(1) as hasher:
+        try:
+            head = fh.read(len(_BOM))
+        except OSError as exc:
+            raise CharlmError(f"cannot read text file {src.path}: {exc.strerror}") from None
+        hashed = hasher.submit(digest.update, head)
+        bom = head == _BOM
+        # offset: the file position of pending[0]
+        pending, offset, size, line = b"" if bom else head, len(head) if bom else 0, len(head), ""
+        while True:
+            try:
+                block = fh.read(CHUNK_BYTES)  # read here: tests set it small
+            except OSError as exc:
+                raise CharlmError(f"cannot read text file {src.path}: {exc.strerror}") from None
+            hashed.result()  # in order: the previous block first
+            hashed = hasher.submit(digest.update, block)
+            data = pending + block if pending else block
+            size += len(block)
+            cut = _safe_cut(data) if block and data else len(data)
+            try:
+                text = str(memoryview(data)[:cut], "utf-8")
+            except UnicodeDecodeError as exc:
+                raise CharlmError(
+                    f"{src.path}: invalid UTF-8 at byte offset {offset + exc.start}"
+                ) from None
+            pending, offset = data[cut:], offset + cut
+            if "\r" in text:
+                text = text.replace("\r\n", "\n").replace("\r", "\n")
+            if lines and block:  # hold a partial last line back: blank lines are judged whole
+                text = line + text
+                end = text.rfind("\n") + 1
+                text, line = text[:end], text[end:]
+            elif lines:
+                text, line = line + text, ""
+            if text:
+                yield text
+            if not block:
+                break
+        hashed.result()
+    src.size, src.sha256 = size, digest.hexdigest()
+
+
+# --- the two passes -----------------------------------------------------------------------------
+
+
+class _TooManyCharsError(Exception):
+    """More distinct characters than the provisional dtype numbers: start again wider."""
+
+
+class Numbering:
+    """Code points numbered in order of first appearance: the first pass writes the text as
+    these provisional ids, so the second maps them to vocabulary ids with one small table and
+    never decodes the text again."""
+
+    def __init__(self, dtype: Any) -> None:
+        self.dtype = np.dtype(dtype)
+        self.unseen = np.iinfo(self.dtype).max  # so at most `unseen` distinct characters
+        self.of_cp = np.full(_CODE_POINTS, self.unseen, dtype=self.dtype)
+        self.cps: list[int] = []
+
+    def ids(self, cps: np.ndarray, found: np.ndarray | None = None) -> np.ndarray:
+        """Provisional ids of `cps`; `found` (its bincount) if already counted."""
+        if found is None:
+            found = np.bincount(cps)
+        new = np.flatnonzero((found > 0) & (self.of_cp[: len(found)] == self.unseen))
+        if len(new):
+            if len(self.cps) + len(new) > self.unseen:
+                raise _TooManyCharsError
+            self.of_cp[new] = np.arange(len(self.cps), len(self.cps) + len(new))
+            self.cps += new.tolist()
+        return np.take(self.of_cp, cps)
+
+
+def first_pass(sources: list[Source], mode: str, numbering: Numbering,
+               fh: Any) -> tuple[np.ndarray, int, int]:  # fmt: skip
+    """Read every file once: check it, hash it, count its characters (as `Vocab.build` counts
+    the joined text) and write its text as provisional ids to `fh`, joined as the plain-text
+    path joins files and with blank lines dropped in lines mode (the start <EOS> of lines mode
+    is the second pass's). Returns (occurrences by code point, lines mode's sequences, ids
+    written)."""
+    lines = mode == "lines"
+    totals = np.zeros(_CODE_POINTS, dtype=np.int64)
+    newline = numbering.ids(np.array([_NEWLINE], dtype=np.uint32))  # separator, line end
+    written = 0
+
+    def put(ids: np.ndarray) -> None:
+        nonlocal written
+        fh.write(memoryview(ids))
+        written += len(ids)
+
+    for i, src in enumerate(sources):
+        ends = True  # whether the text written so far ends a line (lines mode)
+        for piece in read_pieces(src, lines):
+            src.chars += len(piece)
+            src.nuls += piece.count("\0")
+            src.has_text = src.has_text or not piece.isspace()
+            src.ends_with_newline = piece.endswith("\n")
+            kept = drop_blank_lines(piece) if lines else piece
+            for cps in iter_code_points(piece, _WHOLE):
+                found = np.bincount(cps)
+                totals[: len(found)] += found
+                if not lines:
+                    put(numbering.ids(cps, found))
+            if lines and kept:
+                for cps in iter_code_points(kept, _WHOLE):
+                    put(numbering.ids(cps))
+                ends = kept.endswith("\n")
+        if not src.has_text:
+            raise CharlmError(f"{src.path} is empty (no non-whitespace text)")
+        if src.nuls > src.chars // 100:
+            raise CharlmError(
+                f"{src.path} looks like a binary file, not text: {src.nuls:,} of its "
+                f"{src.chars:,} characters are NUL bytes"
+            )
+        if lines and not ends:
+            put(newline)  # its last line's end
+        elif not lines and i + 1 < len(sources):
+            put(newline)
+        totals[_NEWLINE] += i + 1 < len(sources)  # the separator after it, as joined
+    sequences = int(totals[_NEWLINE]) + (not sources[-1].ends_with_newline)
+    return totals, sequences if lines else 0, written
+
+
+def second_pass(provisional: Path, numbering: Numbering, vocab: Vocab, fh: Any,
+                may_unk: bool) -> tuple[int, int, str]:  # fmt: skip
+    """Write the vocabulary ids of the provisional ones in file `provisional` to `fh`, behind
+    the start <EOS> in lines mode: (ids written, <UNK> ids (counted only if the text `may_unk`
+    holds some), SHA-256 of the ids). Reads a block at a time into one buffer (a memmap's pages
+    would count in the process' memory as it went)."""
+    to_vocab = vocab.ids_of_code_points(np.array(numbering.cps, dtype=np.uint32))
+    digest, total, unk = hashlib.sha256(), 0, 0
+
+    def put(ids: np.ndarray) -> None:
+        nonlocal total, unk
+        digest.update(ids)
+        fh.write(memoryview(ids))
+        total += len(ids)
+        if may_unk:
+            unk += int(np.count_nonzero(ids == vocab.unk_id))
+
+    if vocab.mode == "lines":
+        put(np.array([vocab.eos_id], vocab.dtype))  # the start token, as `encode_text` has it
+    buffer = np.empty(max(CHUNK_BYTES, 1 << 16) // numbering.dtype.itemsize, numbering.dtype)
+    out = np.empty(len(buffer), vocab.dtype)
+    with open(provisional, "rb") as src:
+        while count := src.readinto(memoryview(buffer).cast("B")) // numbering.dtype.itemsize:
+            put(np.take(to_vocab, buffer[:count], out=out[:count]))
+    return total, unk, digest.hexdigest()
+
+
+def split_point(ids: np.ndarray, val_fraction: float, eos_id: int | None) -> tuple[int, int]:
+    """(train_end, val_start): train is ids[:train_end], validation ids[val_start:]. Stream
+    mode: the tail `split_ids` takes. Lines mode: cut at the <EOS> closest below the same
+    point, which ends the training part and starts the validation part."""
+    n = len(ids)
+    cut = int(n * (1.0 - val_fraction))
+    if eos_id is None or cut >= n:
+        return cut, cut
+    block = 1 << 20
+    for stop in range(max(cut, 1), 0, -block):  # back from the cut, a MB at a time
+        start = max(stop - block, 1)
+        hits = np.flatnonzero(ids[start : stop + 1] == eos_id)
+        if len(hits) and start + hits[-1] < n - 1:
+            pos = start + int(hits[-1])
+            return pos + 1, pos
+    for start in range(cut + 1, n - 1, block):  # the first line ends after the cut
+        hits = np.flatnonzero(ids[start : min(start + block, n - 1)] == eos_id)
+        if len(hits):
+            pos = start + int(hits[0])
+            return pos + 1, pos
+    raise CharlmError(
+        "the corpus has one line: nothing to hold out for validation; give more lines, "
+        "or --val-fraction 0"
+    )
+
+
+# --- the output directory -----------------------------------------------------------------------
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an output that is a file, or a non-empty directory holding
+    anything but an earlier prepare's files (unless `overwrite`)."""
+    if out.exists() and not out.is_dir():
+        raise CharlmError(f"cannot write the prepared corpus to {out}: it is a file")
+    if not out.is_dir() or overwrite:
+        return
+    others = sorted(
+        p.name for p in out.iterdir()
+        if p.name not in OUTPUTS and not (p.name.startswith(f".{IDS}.") and p.name.endswith(".tmp"))
+    )  # fmt: skip
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise CharlmError(
+            f"output directory {out} already holds other files ({shown}); choose another "
+            "-o (or --overwrite: the prepared files are written beside them)"
+        )
+
+
+@dataclass(frozen=True)
+class Options:
+    """What `charlm data prepare` was asked for (the config's data.* names)."""
+
+    mode: str = "stream"
+    min_count: int = 1
+    max_size: int = 0
+    val_fraction: float = 0.1
+    vocab: Vocab | None = None  # a given vocabulary instead of one built from the text
+
+
+def prepare(inputs: Sequence[str], out: str | os.PathLike[str], opts: Options,
+            overwrite: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Prepare the files `inputs` name into directory `out`; returns the manifest."""
+    out = Path(out)
+    check_output_dir(out, overwrite)
+    sources = [Source(p) for p in find_sources(inputs, exclude=out)]
+    mode = opts.vocab.mode if opts.vocab is not None else opts.mode
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CharlmError(f"cannot create directory {out}: {exc.strerror or exc}") from None
+    tmp = out / f".{IDS}.{secrets.token_hex(6)}.tmp"
+    provisional_path = out / f".{IDS}.{secrets.token_hex(6)}.provisional.tmp"
+    try:
+        numbering, totals, sequences, _ = _first_pass_into(sources, mode, provisional_path)
+        vocab = opts.vocab or Vocab.from_counts(totals, sequences, mode, opts.min_count,
+                                                opts.max_size)  # fmt: skip
+        unknown, unknown_count = _unknown(totals, vocab) if opts.vocab else ([], 0)
+        chars = sum(s.chars for s in sources)
+        if unknown_count > 0.5 * chars:
+            raise CharlmError(f"the vocabulary does not match the text: {unknown_count:,} of "
+                              f"{chars:,} characters are outside it")  # fmt: skip
+        with open(tmp, "wb") as fh:
+            may_unk = (unknown_count if opts.vocab else vocab.counts[vocab.unk_id]) > 0
+            total, unk, ids_sha = second_pass(provisional_path, numbering, vocab, fh, may_unk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        provisional_path.unlink()
+        ids = np.memmap(tmp, dtype=vocab.dtype, mode="r", shape=(total,))
+        eos = vocab.eos_id if mode == "lines" else None
+        train_end, val_start = split_point(ids, opts.val_fraction, eos)
+        train_unk = count_id(ids[:train_end], vocab.unk_id) if unk else 0
+        del ids
+        manifest = {
+            "format": FORMAT, "version": FORMAT_VERSION, "mode": mode,
+            "min_count": opts.min_count, "max_size": opts.max_size,
+            "vocab_given": opts.vocab is not None, "val_fraction": opts.val_fraction,
+            "dtype": vocab.dtype.name, "total_ids": total, "ids_sha256": ids_sha,
+            "train_end": train_end, "val_start": val_start, "unk_ids": unk,
+            "train_unk_ids": train_unk, "unknown": unknown[:100], "unknown_count": unknown_count,
+            "characters": chars,
+            "sources": [{"path": str(s.path.resolve()), "size": s.size, "sha256": s.sha256}
+                        for s in sources],
+        }  # fmt: skip
+        # Without a manifest the directory reads as unfinished: never an old manifest over
+        # new ids, whenever this stops.
+        (out / MANIFEST).unlink(missing_ok=True)
+        os.replace(tmp, out / IDS)
+    except BaseException:
+        for leftover in (tmp, provisional_path):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        if created:  # bad input leaves nothing behind, not even the directory
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+    vocab.save(out / VOCAB)
+    text = json.dumps(manifest, ensure_ascii=False, indent=1) + "\n"
+    write_atomic(out / MANIFEST, text.encode("utf-8"))  # last: the corpus is complete
+    fsync_dir(out)
+    return manifest
+
+
+def _first_pass_into(sources: list[Source], mode: str,
+                     path: Path) -> tuple[Numbering, np.ndarray, int, int]:  # fmt: skip
+    """`first_pass` into the file `path`: 16-bit provisional ids, or 32-bit for a text of more
+    than 65,535 distinct characters (found out on the way: then it reads the files again)."""
+    for dtype in PROVISIONAL:
+        numbering = Numbering(dtype)
+        for src in sources:
+            src.chars, src.nuls, src.has_text = 0, 0, False
+        try:
+            with open(path, "wb") as fh:
+                totals, sequences, count = first_pass(sources, mode, numbering, fh)
+            return numbering, totals, sequences, count
+        except _TooManyCharsError:
+            continue
+    raise AssertionError("32-bit provisional ids number every code point")  # pragma: no cover
+
+
+def _unknown(totals: np.ndarray, vocab: Vocab) -> tuple[list[str], int]:
+    """The distinct characters of the text outside a given `vocab`, and how often they occur."""
+    present = np.flatnonzero(totals)
+    known = {ord(t) for t in vocab.tokens if len(t) == 1}
+    known |= {_NEWLINE} if vocab.mode == "lines" else set()  # a line end, <EOS>
+    missing = [int(cp) for cp in present.tolist() if cp not in known]
+    return [chr(cp) for cp in missing], int(totals[missing].sum()) if missing else 0
