@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,7 @@ _CODE_POINTS = 0x110000
 _NEWLINE = ord("\n")
 PROVISIONAL = (np.uint16, np.uint32)  # provisional id types, tried in order
 _WHOLE = 1 << 30  # code points of a whole piece at once (a piece is a few MB)
+Progress = Callable[[int], None]  # hears of each block of bytes read
 
 
 @dataclass
@@ -116,10 +117,11 @@ def _safe_cut(data: bytes) -> int:
     return n - 1 if data[-1] == 0x0D else n
 
 
-def read_pieces(src: Source, lines: bool) -> Iterator[str]:
+def read_pieces(src: Source, lines: bool, on_read: Progress | None = None) -> Iterator[str]:
     """The text of `src` as `read_text` makes it (BOM dropped, CRLF and CR as "\\n"), in pieces
     of about CHUNK_BYTES bytes; in lines mode each piece but the last ends at a line end. Invalid
-    UTF-8 is a CharlmError naming the file and byte offset. Fills in its size and SHA-256."""
+    UTF-8 is a CharlmError naming the file and byte offset. Fills in its size and SHA-256;
+    `on_read(bytes)` hears of each block read."""
     digest = hashlib.sha256()
     try:
         fh = open(src.path, "rb")  # noqa: SIM115 - closed below, errors worded first
@@ -136,6 +138,8 @@ def read_pieces(src: Source, lines: bool) -> Iterator[str]:
         except OSError as exc:
             raise CharlmError(f"cannot read text file {src.path}: {exc.strerror}") from None
         hashed = hasher.submit(digest.update, head)
+        if on_read is not None:
+            on_read(len(head))
         bom = head == _BOM
         # offset: the file position of pending[0]
         pending, offset, size, line = b"" if bom else head, len(head) if bom else 0, len(head), ""
@@ -148,6 +152,8 @@ def read_pieces(src: Source, lines: bool) -> Iterator[str]:
             hashed = hasher.submit(digest.update, block)
             data = pending + block if pending else block
             size += len(block)
+            if on_read is not None:
+                on_read(len(block))
             cut = _safe_cut(data) if block and data else len(data)
             try:
                 text = str(memoryview(data)[:cut], "utf-8")
@@ -203,8 +209,8 @@ class Numbering:
         return np.take(self.of_cp, cps)
 
 
-def first_pass(sources: list[Source], mode: str, numbering: Numbering,
-               fh: Any) -> tuple[np.ndarray, int, int]:  # fmt: skip
+def first_pass(sources: list[Source], mode: str, numbering: Numbering, fh: Any,
+               on_read: Progress | None = None) -> tuple[np.ndarray, int, int]:  # fmt: skip
     """Read every file once: check it, hash it, count its characters (as `Vocab.build` counts
     the joined text) and write its text as provisional ids to `fh`, joined as the plain-text
     path joins files and with blank lines dropped in lines mode (the start <EOS> of lines mode
@@ -222,7 +228,7 @@ def first_pass(sources: list[Source], mode: str, numbering: Numbering,
 
     for i, src in enumerate(sources):
         ends = True  # whether the text written so far ends a line (lines mode)
-        for piece in read_pieces(src, lines):
+        for piece in read_pieces(src, lines, on_read):
             src.chars += len(piece)
             src.nuls += piece.count("\0")
             src.has_text = src.has_text or not piece.isspace()
@@ -340,8 +346,10 @@ class Options:
 
 
 def prepare(inputs: Sequence[str], out: str | os.PathLike[str], opts: Options,
-            overwrite: bool = False) -> dict[str, Any]:  # fmt: skip
-    """Prepare the files `inputs` name into directory `out`; returns the manifest."""
+            overwrite: bool = False,
+            progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Prepare the files `inputs` name into directory `out`; returns the manifest.
+    `progress(done, total)`: bytes of text read so far, of all the files' bytes."""
     out = Path(out)
     check_output_dir(out, overwrite)
     sources = [Source(p) for p in find_sources(inputs, exclude=out)]
@@ -354,7 +362,9 @@ def prepare(inputs: Sequence[str], out: str | os.PathLike[str], opts: Options,
     tmp = out / f".{IDS}.{secrets.token_hex(6)}.tmp"
     provisional_path = out / f".{IDS}.{secrets.token_hex(6)}.provisional.tmp"
     try:
-        numbering, totals, sequences, _ = _first_pass_into(sources, mode, provisional_path)
+        on_read = None if progress is None else _counting(progress, sources)
+        numbering, totals, sequences, _ = _first_pass_into(sources, mode, provisional_path,
+                                                           on_read)  # fmt: skip
         vocab = opts.vocab or Vocab.from_counts(totals, sequences, mode, opts.min_count,
                                                 opts.max_size)  # fmt: skip
         unknown, unknown_count = _unknown(totals, vocab) if opts.vocab else ([], 0)
@@ -403,8 +413,28 @@ def prepare(inputs: Sequence[str], out: str | os.PathLike[str], opts: Options,
     return manifest
 
 
-def _first_pass_into(sources: list[Source], mode: str,
-                     path: Path) -> tuple[Numbering, np.ndarray, int, int]:  # fmt: skip
+def _counting(progress: Callable[[int, int], None], sources: list[Source]) -> Progress:
+    """A `Progress` that tells `progress` the bytes read so far and the files' total."""
+    total, done = sum(_size(s.path) for s in sources), 0
+
+    def on_read(n: int) -> None:
+        nonlocal done
+        done += n  # past the total only if a wider first pass reads again
+        progress(min(done, total), total)
+
+    return on_read
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # the first pass words the error
+        return 0
+
+
+def _first_pass_into(
+    sources: list[Source], mode: str, path: Path, on_read: Progress | None
+) -> tuple[Numbering, np.ndarray, int, int]:
     """`first_pass` into the file `path`: 16-bit provisional ids, or 32-bit for a text of more
     than 65,535 distinct characters (found out on the way: then it reads the files again)."""
     for dtype in PROVISIONAL:
@@ -413,7 +443,7 @@ def _first_pass_into(sources: list[Source], mode: str,
             src.chars, src.nuls, src.has_text = 0, 0, False
         try:
             with open(path, "wb") as fh:
-                totals, sequences, count = first_pass(sources, mode, numbering, fh)
+                totals, sequences, count = first_pass(sources, mode, numbering, fh, on_read)
             return numbering, totals, sequences, count
         except _TooManyCharsError:
             continue

@@ -71,6 +71,23 @@ def test_prepared_ids_and_vocab_equal_the_plain_path(
     assert got.vocab == vocab and got.vocab.counts == vocab.counts
 
 
+def test_progress_counts_every_byte_read_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`progress(done, total)` runs up to the files' total bytes, never backwards."""
+    monkeypatch.setattr(prep_mod, "CHUNK_BYTES", 7)
+    for name, text in (("a.txt", "one\ntwo é\n" * 5), ("b.txt", "\ufeffthree\r\nfour")):
+        (tmp_path / name).write_text(text, "utf-8")
+    calls: list[tuple[int, int]] = []
+    files = [str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]
+    prepare(files, tmp_path / "out", Options(val_fraction=0.0),
+            progress=lambda done, total: calls.append((done, total)))  # fmt: skip
+    total = sum((tmp_path / n).stat().st_size for n in ("a.txt", "b.txt"))
+    dones = [done for done, _ in calls]
+    assert calls[-1] == (total, total) and {t for _, t in calls} == {total}
+    assert dones == sorted(dones) and len(calls) > 4
+
+
 @pytest.mark.parametrize("mode", ["stream", "lines"])
 def test_more_characters_than_the_provisional_ids_hold_start_again_wider(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str

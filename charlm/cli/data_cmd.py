@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import click
 
@@ -84,7 +85,17 @@ def data_prepare(
     if vocab is not None and mode is not None and vocab.mode != mode:
         raise click.UsageError(f"--mode {mode}, but the vocabulary {vocab_file} is {vocab.mode}")
     opts = Options(data.mode, data.min_count, data.max_size, data.val_fraction, vocab)
-    m = prepare(paths, output, opts, overwrite=overwrite)
+    from tqdm import tqdm  # noqa: PLC0415
+
+    # Bytes read in the first pass, which is most of the time; no bar when stderr is no TTY.
+    with tqdm(total=0, unit="B", unit_scale=True, file=sys.stderr, disable=None,
+              desc="reading", dynamic_ncols=True) as bar:  # fmt: skip
+
+        def show(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        m = prepare(paths, output, opts, overwrite=overwrite, progress=show)
     v = m["total_ids"] - m["val_start"]
     click.echo(
         f"{len(m['sources'])} file(s), {sum(s['size'] for s in m['sources']):,} bytes, "
