@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import charlm.prepare as prep_mod
+import charlm.textfiles as textfiles
 from charlm.cli import cli
 from charlm.config import load_config
 from charlm.data import encode_text, load_corpus, read_text
@@ -54,7 +55,7 @@ def plain(text_file: Path, mode: str) -> tuple[np.ndarray, Vocab]:
 def test_prepared_ids_and_vocab_equal_the_plain_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, bom: bool, mode: str, chunk: int
 ) -> None:
-    monkeypatch.setattr(prep_mod, "CHUNK_BYTES", chunk)  # pieces split CRLF and characters
+    monkeypatch.setattr(textfiles, "CHUNK_BYTES", chunk)  # pieces split CRLF and characters
     src = tmp_path / "a.txt"
     src.write_bytes(("\ufeff" if bom else "").encode() + text.encode("utf-8"))
     try:
@@ -75,7 +76,7 @@ def test_progress_counts_every_byte_read_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`progress(done, total)` runs up to the files' total bytes, never backwards."""
-    monkeypatch.setattr(prep_mod, "CHUNK_BYTES", 7)
+    monkeypatch.setattr(textfiles, "CHUNK_BYTES", 7)
     for name, text in (("a.txt", "one\ntwo é\n" * 5), ("b.txt", "\ufeffthree\r\nfour")):
         (tmp_path / name).write_text(text, "utf-8")
     calls: list[tuple[int, int]] = []
