@@ -13,19 +13,30 @@ from typing import BinaryIO
 from charlm.errors import CharlmError
 
 
-def read_bytes(
+def open_binary(
     path: str | os.PathLike[str], what: str, error: type[CharlmError] = CharlmError
-) -> bytes:
-    """The bytes of `path`. A missing file, a directory or an unreadable file is a one-line
-    `error` that names `what` the file should be ("vocabulary file") and the path."""
+) -> BinaryIO:
+    """`path` opened to read bytes. A missing file, a directory or an unreadable file is a
+    one-line `error` that names `what` the file should be ("vocabulary file") and the path."""
     try:
-        return Path(path).read_bytes()
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
     except FileNotFoundError:
         raise error(f"{what} not found: {path}") from None
     except IsADirectoryError:
         raise error(f"{path} is a directory, not a {what}") from None
     except OSError as exc:
         raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+
+
+def read_bytes(
+    path: str | os.PathLike[str], what: str, error: type[CharlmError] = CharlmError
+) -> bytes:
+    """The bytes of `path`; every problem is a one-line `error` as in `open_binary`."""
+    with open_binary(path, what, error) as fh:
+        try:
+            return fh.read()
+        except OSError as exc:
+            raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
 def check_output_path(path: str | os.PathLike[str], what: str) -> None:

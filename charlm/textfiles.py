@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charlm.errors import CharlmError
+from charlm.fileio import open_binary
 
 CHUNK_BYTES = 1 << 22  # 4 MiB read at a time: its str and UTF-32 copies stay at tens of MB
 _BOM = b"\xef\xbb\xbf"
@@ -99,14 +100,7 @@ def read_pieces(src: Source, lines: bool, on_read: Progress | None = None) -> It
     UTF-8 is a CharlmError naming the file and byte offset. Fills in its size and SHA-256;
     `on_read(bytes)` hears of each block read."""
     digest = hashlib.sha256()
-    try:
-        fh = open(src.path, "rb")  # noqa: SIM115 - closed below, errors worded first
-    except FileNotFoundError:
-        raise CharlmError(f"text file not found: {src.path}") from None
-    except IsADirectoryError:
-        raise CharlmError(f"{src.path} is a directory, not a text file") from None
-    except OSError as exc:
-        raise CharlmError(f"cannot read text file {src.path}: {exc.strerror or exc}") from None
+    fh = open_binary(src.path, "text file")
     # SHA-256 lets go of the GIL: a thread hashes each block while the next is decoded.
     with fh, ThreadPoolExecutor(1) as hasher:
         try:
