@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 import click
 
 from charlm.cli.group import cli
-from charlm.cli.options import config_options, vocab_options
+from charlm.cli.options import config_options, corpus_paths, vocab_options, with_data_options
 from charlm.config import Config
 
 
@@ -61,32 +60,29 @@ def data_prepare(
     """Encode CORPUS files, directories (their *.txt files) or globs into directory OUTPUT,
     read by `charlm train OUTPUT` without loading it into memory.
 
-    Two passes, a few MB at a time: the vocabulary is built as `charlm vocab build` builds it
-    (--mode, --min-count, --max-size; defaults from the config's data.* keys), then the ids
-    are written. Files are joined by a newline (stream mode) or a line end, <EOS> (lines
-    mode). The last --val-fraction validates when training on OUTPUT.
+    The files are read once, a few MB at a time: the vocabulary is built as `charlm vocab
+    build` builds it (--mode, --min-count, --max-size; defaults from the config's data.* keys),
+    then the ids are written. Files are joined by a newline (stream mode) or a line end,
+    <EOS> (lines mode). The last --val-fraction validates when training on OUTPUT.
 
     \b
     Example:
       charlm data prepare books/ 'extra/*.txt' -o prepared/books --val-fraction 0.01
       charlm train prepared/books --set train.max_steps=20000
     """
-    from charlm.prepare import Options, prepare  # noqa: PLC0415 - keep `--help` fast
+    from tqdm import tqdm  # noqa: PLC0415 - keep `--help` fast
+
+    from charlm.prepare import Options, prepare  # noqa: PLC0415
     from charlm.vocab import Vocab  # noqa: PLC0415
 
-    paths = list(corpus) or ([cfg.data.corpus] if cfg.data.corpus else [])
-    if not paths:
-        raise click.UsageError("give CORPUS files (or set data.corpus in the config)")
-    given = {"mode": mode, "min_count": min_count, "max_size": max_size,
-             "val_fraction": val_fraction}  # fmt: skip
-    data = dataclasses.replace(cfg.data, **{k: v for k, v in given.items() if v is not None})
+    paths = corpus_paths(corpus, cfg)
+    data = with_data_options(cfg, mode=mode, min_count=min_count, max_size=max_size,
+                             val_fraction=val_fraction)  # fmt: skip
     vocab_file = vocab_path if vocab_path is not None else data.vocab
     vocab = Vocab.load(vocab_file) if vocab_file else None
     if vocab is not None and mode is not None and vocab.mode != mode:
         raise click.UsageError(f"--mode {mode}, but the vocabulary {vocab_file} is {vocab.mode}")
     opts = Options(data.mode, data.min_count, data.max_size, data.val_fraction, vocab)
-    from tqdm import tqdm  # noqa: PLC0415
-
     # Bytes read in the first pass, which is most of the time; no bar when stderr is no TTY.
     with tqdm(total=0, unit="B", unit_scale=True, file=sys.stderr, disable=None,
               desc="reading", dynamic_ncols=True) as bar:  # fmt: skip

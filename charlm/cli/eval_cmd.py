@@ -17,9 +17,6 @@ from charlm.errors import CharlmError
 @cli.command("eval")
 @click.argument("corpus", type=click.Path())
 @checkpoint_options
-@click.option("--step", type=click.IntRange(min=0), default=None,
-              help="Use the run's checkpoint saved at this step (best, last, or one kept with "
-                   "train.keep_checkpoints); not with --checkpoint.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the numbers as one JSON object.")
 @click.option("--show", is_flag=True,
               help="Print the text coloured by each character's loss (use a short text or "

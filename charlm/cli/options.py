@@ -3,14 +3,15 @@ command reads (--run / --checkpoint / the latest run under --runs-dir)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from charlm.config import load_config
+from charlm.config import Config, load_config
 from charlm.errors import CharlmError
 
 
@@ -44,7 +45,13 @@ def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def checkpoint_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--run DIR | --checkpoint PATH, falling back to the latest run under --runs-dir."""
+    """--run DIR | --checkpoint PATH, falling back to the latest run under --runs-dir; --step
+    picks among the run's checkpoints (see `open_at_step`)."""
+    command = click.option(
+        "--step", type=click.IntRange(min=0), default=None,
+        help="Use the run's checkpoint saved at this step (best, last, or one kept with "
+             "train.keep_checkpoints); not with --checkpoint.",
+    )(command)  # fmt: skip
     command = click.option(
         "--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False),
         help="Where to find the latest run when neither --run nor --checkpoint is given.",
@@ -135,3 +142,17 @@ def vocab_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def corpus_paths(given: Sequence[str], cfg: Config) -> list[str]:
+    """The CORPUS arguments, else the config's data.corpus; a usage error when there is none."""
+    paths = list(given) or ([cfg.data.corpus] if cfg.data.corpus else [])
+    if not paths:
+        raise click.UsageError("give a CORPUS file (or set data.corpus in the config)")
+    return paths
+
+
+def with_data_options(cfg: Config, **options: Any) -> Any:
+    """The config's data section with the command-line `options` that were given (not None)."""
+    given = {name: value for name, value in options.items() if value is not None}
+    return dataclasses.replace(cfg.data, **given)  # validated as the config is

@@ -65,9 +65,6 @@ from charlm.cli.options import checkpoint_options, open_at_step
 @click.option("-o", "--output", type=click.Path(), default=None,
               help="Write the samples to FILE instead of stdout, laid out the same; written "
                    "atomically (the whole file or nothing).")  # fmt: skip
-@click.option("--step", type=click.IntRange(min=0), default=None,
-              help="Use the run's checkpoint saved at this step (best, last, or one kept with "
-                   "train.keep_checkpoints); not with --checkpoint.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array of the samples.")
 def sample(run_dir: str | None, checkpoint_path: str | None, runs_dir: str, step: int | None,
            prime_file: str | None, stop: tuple[str, ...], output: str | None, as_json: bool,

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from charlm.cli.group import cli
-from charlm.cli.options import raw_config_options
+from charlm.cli.options import corpus_paths, raw_config_options
 from charlm.cli.progress import ProgressReporter
 from charlm.config import load_config
 from charlm.errors import CharlmError
@@ -83,9 +83,7 @@ def train(
         if allow_changed_corpus:
             raise click.UsageError("--allow-changed-corpus goes with --resume")
         cfg = load_config(config_path, overrides)
-        corpus = corpus or cfg.data.corpus
-        if not corpus:
-            raise click.UsageError("give a CORPUS file (or set data.corpus in the config)")
+        corpus = corpus_paths([corpus] if corpus else [], cfg)[0]
         run = Path(run_dir) if run_dir else default_run_dir(corpus)
     trainer = Trainer.create(
         corpus,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from charlm.cli.group import cli
-from charlm.cli.options import config_options, vocab_options
+from charlm.cli.options import config_options, corpus_paths, vocab_options, with_data_options
 from charlm.config import Config
 
 
@@ -35,18 +35,12 @@ def vocab_build(
     max_size: int | None,
 ) -> None:
     """Build a vocabulary from CORPUS files (default: the config's data.corpus)."""
-    import dataclasses  # noqa: PLC0415
-
     from charlm.data import read_text  # noqa: PLC0415 - keep `charlm --help` fast
     from charlm.fileio import check_output_path  # noqa: PLC0415
     from charlm.vocab import Vocab  # noqa: PLC0415
 
-    paths = list(corpus) or ([cfg.data.corpus] if cfg.data.corpus else [])
-    if not paths:
-        raise click.UsageError("give a CORPUS file (or set data.corpus in the config)")
-    options = {"mode": mode, "min_count": min_count, "max_size": max_size}
-    given = {name: value for name, value in options.items() if value is not None}
-    data = dataclasses.replace(cfg.data, **given)  # validated by the config
+    paths = corpus_paths(corpus, cfg)
+    data = with_data_options(cfg, mode=mode, min_count=min_count, max_size=max_size)
     # checked before reading what may be a large corpus
     check_output_path(output, f"cannot write vocabulary to {output}")
     texts = [read_text(p) for p in paths]
