@@ -21,6 +21,12 @@ from charlm.checkpoint import load_checkpoint
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"
 CONFIGS = REPO / "configs"
+DINOS = str(DATA / "dinosaurs.txt")
+FIXTURE = REPO / "tests" / "fixtures" / "run-v1"  # a run written by an older charlm
+# A one-layer LSTM of 8 units saving every 2 steps and validating every 4, on the NumPy kernels.
+SMALL = ["model.hidden_size=8", "model.num_layers=1", "train.batch_size=2", "train.seq_len=4",
+         "train.eval_every=4", "train.checkpoint_every=2", "train.log_every=2",
+         "train.kernels=numpy"]  # fmt: skip
 
 # A model and schedule small enough that `train` takes well under a second in-process.
 TINY = (
@@ -135,3 +141,15 @@ class QuietReporter:
     def update(self, record: dict[str, Any]) -> None: ...
     def message(self, text: str) -> None: ...
     def close(self) -> None: ...
+
+
+def train_small(run: Path, *extra: str, config: Path | None = None, resume: bool = False,
+                stop: Any = None) -> Any:  # fmt: skip
+    """Train a SMALL model (with the `extra` settings, over `config`) on the dinosaur names in
+    `run`, in-process and quietly; with `resume`, continue `run` with `extra` as --set."""
+    from charlm.config import load_config  # noqa: PLC0415
+    from charlm.train import Trainer  # noqa: PLC0415
+
+    cfg = None if resume else load_config(config, [*SMALL, *extra])
+    trainer = Trainer.create(DINOS, cfg, run, resume=resume, overrides=extra if resume else ())
+    return trainer.run(QuietReporter(), stop)

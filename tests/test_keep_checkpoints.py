@@ -11,7 +11,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _cli_contract import QuietReporter, assert_cli_outcome, assert_one_line_error
+from _cli_contract import (
+    DINOS,
+    FIXTURE,
+    SMALL,
+    QuietReporter,
+    assert_cli_outcome,
+    assert_one_line_error,
+    train_small,
+)
 from click.testing import CliRunner
 
 from charlm import rundir as rundir_mod
@@ -23,20 +31,6 @@ from charlm.rundir import RunDir, numbered_checkpoints, numbered_name
 from charlm.runs import checkpoint_at_step
 from charlm.stopping import StopRequest
 from charlm.train import Trainer
-
-ROOT = Path(__file__).resolve().parent.parent
-DINOS = str(ROOT / "data" / "dinosaurs.txt")
-FIXTURE = ROOT / "tests" / "fixtures" / "run-v1"
-SMALL = ["model.hidden_size=8", "model.num_layers=1", "train.batch_size=2", "train.seq_len=4",
-         "train.eval_every=4", "train.checkpoint_every=2", "train.log_every=2",
-         "train.kernels=numpy"]  # fmt: skip
-
-
-def train(run: Path, *extra: str, resume: bool = False, stop: StopRequest | None = None) -> Any:
-    cfg = None if resume else load_config(None, [*SMALL, *extra])
-    over = tuple(extra) if resume else ()
-    trainer = Trainer.create(DINOS, cfg, run, resume=resume, overrides=over)
-    return trainer.run(QuietReporter(), stop)
 
 
 def saved_params(monkeypatch: pytest.MonkeyPatch) -> dict[int, dict[str, np.ndarray]]:
@@ -76,7 +70,7 @@ def test_config_key() -> None:
 
 def test_default_keeps_only_best_and_last(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    train(run, "train.max_steps=8")
+    train_small(run, "train.max_steps=8")
     assert numbered_checkpoints(run) == {}
     assert sorted(p.name for p in run.glob("*.npz")) == ["best-00000008.npz", "last-00000008.npz"]
 
@@ -84,7 +78,7 @@ def test_default_keeps_only_best_and_last(tmp_path: Path) -> None:
 @pytest.mark.parametrize("keep", [1, 3])
 def test_keeps_the_n_most_recent_all_loadable(tmp_path: Path, keep: int) -> None:
     run = tmp_path / "run"
-    train(run, "train.max_steps=12", f"train.keep_checkpoints={keep}")
+    train_small(run, "train.max_steps=12", f"train.keep_checkpoints={keep}")
     steps = list(numbered_checkpoints(run))
     assert steps == [12, 10, 8][:keep][::-1]
     assert_run_consistent(run)
@@ -98,7 +92,7 @@ def test_keeps_the_n_most_recent_all_loadable(tmp_path: Path, keep: int) -> None
 def test_step_picks_the_weights_saved_at_that_step(tmp_path: Path, monkeypatch) -> None:
     saved = saved_params(monkeypatch)
     run = tmp_path / "run"
-    train(run, "train.max_steps=12", "train.keep_checkpoints=3")
+    train_small(run, "train.max_steps=12", "train.keep_checkpoints=3")
     monkeypatch.undo()
     assert set(saved) == {2, 4, 6, 8, 10, 12}
     for step in (8, 10, 12):
@@ -135,7 +129,7 @@ def test_step_picks_the_weights_saved_at_that_step(tmp_path: Path, monkeypatch) 
 
 def test_latest_run_with_step(tmp_path: Path, monkeypatch) -> None:
     runs = tmp_path / "runs"
-    train(runs / "dinos", "train.max_steps=4", "train.keep_checkpoints=2")
+    train_small(runs / "dinos", "train.max_steps=4", "train.keep_checkpoints=2")
     result = CliRunner().invoke(cli, ["sample", "--runs-dir", str(runs), "--step", "2",
                                       "--max-len", "5"])  # fmt: skip
     assert result.exit_code == 0, result.stderr
@@ -144,7 +138,7 @@ def test_latest_run_with_step(tmp_path: Path, monkeypatch) -> None:
 
 def test_resume_keeps_counting_and_matches_a_straight_run(tmp_path: Path) -> None:
     straight, split = tmp_path / "straight", tmp_path / "split"
-    train(straight, "train.max_steps=14", "train.keep_checkpoints=3")
+    train_small(straight, "train.max_steps=14", "train.keep_checkpoints=3")
     stop = StopRequest()
 
     class StopAt8(QuietReporter):
@@ -155,7 +149,7 @@ def test_resume_keeps_counting_and_matches_a_straight_run(tmp_path: Path) -> Non
     cfg = load_config(None, [*SMALL, "train.max_steps=14", "train.keep_checkpoints=2"])
     assert Trainer.create(DINOS, cfg, split).run(StopAt8(), stop).step == 8
     assert list(numbered_checkpoints(split)) == [6, 8]
-    result = train(split, "train.keep_checkpoints=3", resume=True)
+    result = train_small(split, "train.keep_checkpoints=3", resume=True)
     assert result.step == 14
     assert list(numbered_checkpoints(split)) == [10, 12, 14] == list(numbered_checkpoints(straight))
     assert_run_consistent(split)
@@ -171,9 +165,9 @@ def test_saving_the_same_step_again_never_overwrites_named_arrays(tmp_path: Path
     """A resume stopped before its first step saves `last` at the same step again: the arrays
     go to a new file, and the numbered checkpoint follows it with nothing orphaned."""
     run = tmp_path / "run"
-    train(run, "train.max_steps=6", "train.keep_checkpoints=2")
+    train_small(run, "train.max_steps=6", "train.keep_checkpoints=2")
     stop = StopRequest(signal_name="SIGTERM")  # stop before the first step
-    result = train(run, "train.max_steps=20", resume=True, stop=stop)
+    result = train_small(run, "train.max_steps=20", resume=True, stop=stop)
     assert result.reason == "interrupted" and result.step == 6
     meta = json.loads((run / "last.json").read_text("utf-8"))
     assert meta["arrays"] == "last-00000006-1.npz"
@@ -184,7 +178,7 @@ def test_saving_the_same_step_again_never_overwrites_named_arrays(tmp_path: Path
 
 def test_a_resume_marks_the_run_running_again(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    train(run, "train.max_steps=4")
+    train_small(run, "train.max_steps=4")
     assert json.loads((run / "last.json").read_text("utf-8"))["status"] == "finished"
     trainer = Trainer.create(DINOS, None, run, resume=True, overrides=("train.max_steps=8",))
     try:  # a process killed now must not leave the run saying "finished"
@@ -203,7 +197,7 @@ def test_a_crash_at_any_file_operation_leaves_every_checkpoint_loadable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, at: int
 ) -> None:
     run = tmp_path / "run"
-    train(run, "train.max_steps=6", "train.keep_checkpoints=2")  # numbered: 4, 6
+    train_small(run, "train.max_steps=6", "train.keep_checkpoints=2")  # numbered: 4, 6
     ckpt = load_checkpoint(run / "last.json")
     ckpt.step = 8
     ops = {"n": 0}
@@ -254,6 +248,6 @@ def test_old_run_without_numbered_checkpoints(tmp_path: Path) -> None:
 
 def test_clear_run_removes_numbered_checkpoints(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    train(run, "train.max_steps=4", "train.keep_checkpoints=2")
+    train_small(run, "train.max_steps=4", "train.keep_checkpoints=2")
     rundir_mod.clear_run(run)
     assert not list(run.glob("*.json")) and not list(run.glob("*.npz"))

@@ -18,11 +18,15 @@ from typing import Any
 import pytest
 from _cli_contract import (
     CONFIGS,
+    DINOS,
+    FIXTURE,
+    SMALL,
     QuietReporter,
     assert_cli_outcome,
     assert_one_line_error,
     charlm_cmd,
     subprocess_env,
+    train_small,
 )
 from click.testing import CliRunner
 
@@ -36,18 +40,6 @@ from charlm.runs import RunInfo, describe_run, list_runs, run_checkpoints
 from charlm.stopping import StopRequest
 from charlm.train import DivergenceError, Trainer
 
-ROOT = Path(__file__).resolve().parent.parent
-DINOS = str(ROOT / "data" / "dinosaurs.txt")
-FIXTURE = ROOT / "tests" / "fixtures" / "run-v1"
-SMALL = ["model.hidden_size=8", "model.num_layers=1", "train.batch_size=2", "train.seq_len=4",
-         "train.eval_every=4", "train.checkpoint_every=2", "train.log_every=2",
-         "train.kernels=numpy"]  # fmt: skip
-
-
-def train(run: Path, *extra: str, config: Path | None = None) -> Any:
-    trainer = Trainer.create(DINOS, load_config(config, [*SMALL, *extra]), run)
-    return trainer.run(QuietReporter())
-
 
 def invoke(*args: str | os.PathLike[str]) -> Any:
     result = CliRunner().invoke(cli, [str(a) for a in args])
@@ -58,7 +50,7 @@ def invoke(*args: str | os.PathLike[str]) -> Any:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("finished") / "run"
-    train(run, "train.max_steps=8", "train.keep_checkpoints=2")
+    train_small(run, "train.max_steps=8", "train.keep_checkpoints=2")
     return run
 
 
@@ -99,7 +91,7 @@ def test_interrupted_diverged_failed_and_killed(tmp_path: Path, finished: Path, 
 
     run = tmp_path / "diverged"  # the reliability tests' recipe: rnn/relu, lr 10, no clipping
     with pytest.raises(DivergenceError):
-        train(run, "model.cell=rnn", "model.rnn_activation=relu", "model.hidden_size=32",
+        train_small(run, "model.cell=rnn", "model.rnn_activation=relu", "model.hidden_size=32",
               "train.lr=10", "train.clip=0", "train.optimizer=sgd", "train.max_steps=48",
               "train.checkpoint_every=1", "train.batch_size=16", "train.seq_len=32",
               config=CONFIGS / "tiny.yaml")  # fmt: skip
@@ -116,7 +108,7 @@ def test_interrupted_diverged_failed_and_killed(tmp_path: Path, finished: Path, 
 
     monkeypatch.setattr(RunDir, "save", save)
     with pytest.raises(CharlmError):
-        train(run, "train.max_steps=8")
+        train_small(run, "train.max_steps=8")
     monkeypatch.undo()
     assert (describe_run(run).status, describe_run(run).note) == ("failed", "disk on fire")
 
