@@ -4,8 +4,9 @@
 Two passes, the files read once a few MB at a time: the first checks every file (UTF-8, not
 empty, not binary), hashes it, counts its characters into a dense code-point table, from which
 the vocabulary is built exactly as `Vocab.build` builds it, and writes the text as provisional
-ids (code points numbered by first appearance, 16 bits each); the second maps those to the
-vocabulary's ids with one small table and writes them, so the text is decoded only once. The
+ids (code points numbered by first appearance, 16 bits each) into the ids file; the second
+maps those to the vocabulary's ids with one small table, over them in place, so the text is
+decoded once and the ids file written once. The
 result is the ids the plain-text path makes of the files joined by "\\n", so one file prepares
 to exactly what `charlm train FILE` trains on: the files are separated by a newline in stream
 mode and by <EOS> (a line end) in lines mode.
@@ -27,15 +28,16 @@ import numpy as np
 
 from charlm.data import count_id, drop_blank_lines
 from charlm.errors import CharlmError
-from charlm.fileio import fsync_dir, write_atomic
+from charlm.fileio import BackgroundWriter, fsync_dir, pwrite_all, write_atomic
 from charlm.prepared import FORMAT, FORMAT_VERSION, IDS, MANIFEST, OUTPUTS, VOCAB
-from charlm.textfiles import CHUNK_BYTES, Progress, Source, find_sources, read_pieces
+from charlm.textfiles import Progress, Source, find_sources, read_pieces
 from charlm.vocab import Vocab, iter_code_points
 
 _CODE_POINTS = 0x110000
 _NEWLINE = ord("\n")
 PROVISIONAL = (np.uint16, np.uint32)  # provisional id types, tried in order
 _WHOLE = 1 << 30  # code points of a whole piece at once (a piece is a few MB)
+REWRITE_BYTES = 1 << 22  # provisional ids the second pass reads at a time
 
 
 # --- the two passes -----------------------------------------------------------------------------
@@ -73,76 +75,86 @@ def first_pass(sources: list[Source], mode: str, numbering: Numbering, fh: Any,
                on_read: Progress | None = None) -> tuple[np.ndarray, int, int]:  # fmt: skip
     """Read every file once: check it, hash it, count its characters (as `Vocab.build` counts
     the joined text) and write its text as provisional ids to `fh`, joined as the plain-text
-    path joins files and with blank lines dropped in lines mode (the start <EOS> of lines mode
-    is the second pass's). Returns (occurrences by code point, lines mode's sequences, ids
-    written)."""
+    path joins files and with blank lines dropped in lines mode, behind a newline standing for
+    the start <EOS> of lines mode. Returns (occurrences by code point, lines mode's sequences,
+    ids written)."""
     lines = mode == "lines"
     totals = np.zeros(_CODE_POINTS, dtype=np.int64)
     newline = numbering.ids(np.array([_NEWLINE], dtype=np.uint32))  # separator, line end
-    written = 0
-
-    def put(ids: np.ndarray) -> None:
-        nonlocal written
-        fh.write(memoryview(ids))
-        written += len(ids)
-
-    for i, src in enumerate(sources):
-        ends = True  # whether the text written so far ends a line (lines mode)
-        for piece in read_pieces(src, lines, on_read):
-            src.chars += len(piece)
-            src.nuls += piece.count("\0")
-            src.has_text = src.has_text or not piece.isspace()
-            src.ends_with_newline = piece.endswith("\n")
-            kept = drop_blank_lines(piece) if lines else piece
-            for cps in iter_code_points(piece, _WHOLE):
-                found = np.bincount(cps)
-                totals[: len(found)] += found
-                if not lines:
-                    put(numbering.ids(cps, found))
-            if lines and kept:
-                for cps in iter_code_points(kept, _WHOLE):
-                    put(numbering.ids(cps))
-                ends = kept.endswith("\n")
-        if not src.has_text:
-            raise CharlmError(f"{src.path} is empty (no non-whitespace text)")
-        if src.nuls > src.chars // 100:
-            raise CharlmError(
-                f"{src.path} looks like a binary file, not text: {src.nuls:,} of its "
-                f"{src.chars:,} characters are NUL bytes"
-            )
-        if lines and not ends:
-            put(newline)  # its last line's end
-        elif not lines and i + 1 < len(sources):
-            put(newline)
-        totals[_NEWLINE] += i + 1 < len(sources)  # the separator after it, as joined
+    with BackgroundWriter(lambda ids: fh.write(memoryview(ids))) as out:
+        if lines:
+            out.put(newline)  # in the start <EOS>'s place: the second pass maps it to <EOS>
+        for i, src in enumerate(sources):
+            ends = True  # whether the text written so far ends a line (lines mode)
+            for piece in read_pieces(src, lines, on_read):
+                src.chars += len(piece)
+                src.nuls += piece.count("\0")
+                src.has_text = src.has_text or not piece.isspace()
+                src.ends_with_newline = piece.endswith("\n")
+                kept = drop_blank_lines(piece) if lines else piece
+                for cps in iter_code_points(piece, _WHOLE):
+                    found = np.bincount(cps)
+                    totals[: len(found)] += found
+                    if not lines:
+                        out.put(numbering.ids(cps, found))
+                if lines and kept:
+                    for cps in iter_code_points(kept, _WHOLE):
+                        out.put(numbering.ids(cps))
+                    ends = kept.endswith("\n")
+            check_text(src)
+            if (lines and not ends) or (not lines and i + 1 < len(sources)):
+                out.put(newline)  # its last line's end; the separator between files
+            totals[_NEWLINE] += i + 1 < len(sources)  # the separator after it, as joined
     sequences = int(totals[_NEWLINE]) + (not sources[-1].ends_with_newline)
-    return totals, sequences if lines else 0, written
+    return totals, sequences if lines else 0, out.written
 
 
-def second_pass(provisional: Path, numbering: Numbering, vocab: Vocab, fh: Any,
-                may_unk: bool) -> tuple[int, int, str]:  # fmt: skip
-    """Write the vocabulary ids of the provisional ones in file `provisional` to `fh`, behind
-    the start <EOS> in lines mode: (ids written, <UNK> ids (counted only if the text `may_unk`
-    holds some), SHA-256 of the ids). Reads a block at a time into one buffer (a memmap's pages
-    would count in the process' memory as it went)."""
+def check_text(src: Source) -> None:
+    """Refuse a file the first pass found empty or binary."""
+    if not src.has_text:
+        raise CharlmError(f"{src.path} is empty (no non-whitespace text)")
+    if src.nuls > src.chars // 100:
+        raise CharlmError(
+            f"{src.path} looks like a binary file, not text: {src.nuls:,} of its "
+            f"{src.chars:,} characters are NUL bytes"
+        )
+
+
+def second_pass(path: Path, numbering: Numbering, vocab: Vocab, may_unk: bool,
+                wide_path: Path) -> tuple[int, int, str]:  # fmt: skip
+    """Replace the provisional ids in file `path` by the vocabulary's, a block at a time:
+    (ids written, <UNK> ids (counted only if the text `may_unk` holds some), SHA-256 of the
+    ids). They overwrite the provisional ones in place (rewriting pages the first pass left in
+    the cache runs at GB/s; a new file's pages cost ~3 ms a MB on ext4 here), unless they are
+    wider (a given vocabulary of more tokens than the provisional type numbers): then they are
+    written to `wide_path`, which replaces `path`. Never a memmap: its pages would count in the
+    process' memory as it went."""
     to_vocab = vocab.ids_of_code_points(np.array(numbering.cps, dtype=np.uint32))
+    read_item, write_item = numbering.dtype.itemsize, vocab.dtype.itemsize
+    in_place = write_item <= read_item  # then writing never overtakes reading
+    buffer = np.empty(max(REWRITE_BYTES // read_item, 1), numbering.dtype)
+    outs = [np.empty(len(buffer), vocab.dtype) for _ in range(2)]  # one written, one made
     digest, total, unk = hashlib.sha256(), 0, 0
+    with (
+        open(path, "r+b", buffering=0) as src,
+        contextlib.nullcontext(src) if in_place else open(wide_path, "wb") as dst,
+    ):
 
-    def put(ids: np.ndarray) -> None:
-        nonlocal total, unk
-        digest.update(ids)
-        fh.write(memoryview(ids))
-        total += len(ids)
-        if may_unk:
-            unk += int(np.count_nonzero(ids == vocab.unk_id))
+        def store(ids: np.ndarray, offset: int) -> None:
+            digest.update(ids)
+            pwrite_all(dst.fileno(), memoryview(ids).cast("B"), offset)
 
-    if vocab.mode == "lines":
-        put(np.array([vocab.eos_id], vocab.dtype))  # the start token, as `encode_text` has it
-    buffer = np.empty(max(CHUNK_BYTES, 1 << 16) // numbering.dtype.itemsize, numbering.dtype)
-    out = np.empty(len(buffer), vocab.dtype)
-    with open(provisional, "rb") as src:
-        while count := src.readinto(memoryview(buffer).cast("B")) // numbering.dtype.itemsize:
-            put(np.take(to_vocab, buffer[:count], out=out[:count]))
+        with BackgroundWriter(store) as out:
+            while count := src.readinto(memoryview(buffer).cast("B")) // read_item:
+                ids = np.take(to_vocab, buffer[:count], out=outs[out.puts % 2][:count])
+                out.put(ids, total * write_item)
+                total += count
+                if may_unk:
+                    unk += int(np.count_nonzero(ids == vocab.unk_id))
+        dst.truncate(total * write_item)
+        os.fsync(dst.fileno())
+    if not in_place:
+        os.replace(wide_path, path)
     return total, unk, digest.hexdigest()
 
 
@@ -220,11 +232,10 @@ def prepare(inputs: Sequence[str], out: str | os.PathLike[str], opts: Options,
     except OSError as exc:
         raise CharlmError(f"cannot create directory {out}: {exc.strerror or exc}") from None
     tmp = out / f".{IDS}.{secrets.token_hex(6)}.tmp"
-    provisional_path = out / f".{IDS}.{secrets.token_hex(6)}.provisional.tmp"
+    wide_tmp = out / f".{IDS}.{secrets.token_hex(6)}.wide.tmp"
     try:
         on_read = None if progress is None else _counting(progress, sources)
-        numbering, totals, sequences, _ = _first_pass_into(sources, mode, provisional_path,
-                                                           on_read)  # fmt: skip
+        numbering, totals, sequences, _ = _first_pass_into(sources, mode, tmp, on_read)
         vocab = opts.vocab or Vocab.from_counts(totals, sequences, mode, opts.min_count,
                                                 opts.max_size)  # fmt: skip
         unknown, unknown_count = _unknown(totals, vocab) if opts.vocab else ([], 0)
@@ -232,12 +243,8 @@ def prepare(inputs: Sequence[str], out: str | os.PathLike[str], opts: Options,
         if unknown_count > 0.5 * chars:
             raise CharlmError(f"the vocabulary does not match the text: {unknown_count:,} of "
                               f"{chars:,} characters are outside it")  # fmt: skip
-        with open(tmp, "wb") as fh:
-            may_unk = (unknown_count if opts.vocab else vocab.counts[vocab.unk_id]) > 0
-            total, unk, ids_sha = second_pass(provisional_path, numbering, vocab, fh, may_unk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        provisional_path.unlink()
+        may_unk = (unknown_count if opts.vocab else vocab.counts[vocab.unk_id]) > 0
+        total, unk, ids_sha = second_pass(tmp, numbering, vocab, may_unk, wide_tmp)
         ids = np.memmap(tmp, dtype=vocab.dtype, mode="r", shape=(total,))
         eos = vocab.eos_id if mode == "lines" else None
         train_end, val_start = split_point(ids, opts.val_fraction, eos)
@@ -259,7 +266,7 @@ def prepare(inputs: Sequence[str], out: str | os.PathLike[str], opts: Options,
         (out / MANIFEST).unlink(missing_ok=True)
         os.replace(tmp, out / IDS)
     except BaseException:
-        for leftover in (tmp, provisional_path):
+        for leftover in (tmp, wide_tmp):
             with contextlib.suppress(OSError):
                 leftover.unlink()
         if created:  # bad input leaves nothing behind, not even the directory

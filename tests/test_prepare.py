@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import charlm.fileio as fileio
 import charlm.prepare as prep_mod
 import charlm.textfiles as textfiles
 from charlm.cli import cli
@@ -56,6 +57,7 @@ def test_prepared_ids_and_vocab_equal_the_plain_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, bom: bool, mode: str, chunk: int
 ) -> None:
     monkeypatch.setattr(textfiles, "CHUNK_BYTES", chunk)  # pieces split CRLF and characters
+    monkeypatch.setattr(prep_mod, "REWRITE_BYTES", 2 * chunk)  # ids rewritten in many blocks
     src = tmp_path / "a.txt"
     src.write_bytes(("\ufeff" if bom else "").encode() + text.encode("utf-8"))
     try:
@@ -103,6 +105,26 @@ def test_more_characters_than_the_provisional_ids_hold_start_again_wider(
     prepare([str(src)], tmp_path / "out", Options(mode=mode, val_fraction=0.0))
     got = open_prepared(tmp_path / "out")
     assert got.vocab == vocab and np.array_equal(got.ids, ids)
+
+
+@pytest.mark.parametrize("mode", ["stream", "lines"])
+def test_vocabulary_ids_wider_than_the_provisional_ones_go_to_a_new_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """The second pass rewrites the provisional ids in place, unless a given vocabulary's are
+    wider: tried with 8-bit provisional ids and a 300-character (16-bit) vocabulary."""
+    monkeypatch.setattr(prep_mod, "PROVISIONAL", (np.uint8, np.uint32))
+    monkeypatch.setattr(prep_mod, "REWRITE_BYTES", 5)
+    src = tmp_path / "few.txt"
+    src.write_text("abc\nbca ab\n\nc\n" * 3, "utf-8")
+    wide = "".join(chr(0x100 + i) for i in range(300)) + "abc \n"
+    vocab = Vocab.build(wide, mode)
+    assert vocab.dtype == np.uint16
+    prepare([str(src)], tmp_path / "out", Options(vocab=vocab, val_fraction=0.0))
+    got = open_prepared(tmp_path / "out")
+    assert got.ids.dtype == np.uint16
+    assert np.array_equal(got.ids, encode_text(read_text(src), vocab))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(prep_mod.OUTPUTS)
 
 
 @pytest.mark.parametrize("mode", ["stream", "lines"])
@@ -221,3 +243,30 @@ def test_train_resume_and_eval_on_a_prepared_dir(tmp_path: Path) -> None:
     assert invoke("data", "prepare", str(src), "-o", str(prep)).exit_code == 0
     result = invoke("train", "--resume", "--run-dir", str(halves), "--set", "train.max_steps=6")
     assert_error(result, "the corpus has changed")
+
+
+def test_background_writer_keeps_order_and_raises_a_failed_write(tmp_path: Path) -> None:
+    """Writes run in the order handed over; a write's error reaches the caller (at the next
+    `put` or at the end), and nothing is written after it."""
+    seen: list[int] = []
+
+    def write(ids: np.ndarray, tag: int) -> None:
+        if tag == 3:
+            raise OSError(28, "No space left on device")
+        seen.append(tag)
+
+    with fileio.BackgroundWriter(write) as out:
+        for tag in range(3):
+            out.put(np.arange(tag + 1), tag)
+    assert seen == [0, 1, 2] and out.written == 6 and out.puts == 3
+    with pytest.raises(OSError, match="No space"), fileio.BackgroundWriter(write) as out:
+        out.put(np.arange(2), 3)
+    with pytest.raises(OSError, match="No space"), fileio.BackgroundWriter(write) as out:
+        out.put(np.arange(2), 3)
+        out.put(np.arange(2), 4)
+    assert seen == [0, 1, 2]
+    target = tmp_path / "f"
+    target.write_bytes(b"0123456789")
+    with open(target, "r+b") as fh:
+        fileio.pwrite_all(fh.fileno(), memoryview(b"ab"), 4)
+    assert target.read_bytes() == b"0123ab6789"
