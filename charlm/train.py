@@ -143,6 +143,8 @@ class Trainer:
                     note = world.resharding_note(saved_by, trainer.config.train.batch_size)
                     plan.notes += [note] if note else []
             with world.together():
+                # Set up once every rank got this far: NCCL's set-up waits for all of them.
+                trainer.train_step.grad_sync = world.grad_sync(trainer.model.device)
                 rundir.open()
                 if plan.resume_from is not None:
                     rundir.resume(trainer.step, trainer.config, plan.changes)
@@ -178,7 +180,6 @@ class Trainer:
             dropout = ShardedUniforms(dropout, world)
         local = dataclasses.replace(t, batch_size=world.local_batch_size(t.batch_size))
         step = TrainStep.create(model, initial, local, dropout=dropout)
-        step.grad_sync = world.grad_sync(device)
         return cls(config, rundir, plan.corpus, model, rng, step, fingerprint=plan.fingerprint,
                    world=world)  # fmt: skip
 

@@ -187,6 +187,23 @@ def test_two_processes_with_half_the_batch_equal_one_with_all_of_it(
 
 
 @needs_mpi
+def test_with_dropout_too_two_processes_draw_the_masks_of_one(
+    tmp_path: Path, one_and_two: dict[str, Path]
+) -> None:
+    dropped = [*EXACT, "model.dropout=0.3", "train.max_steps=3", "train.eval_every=3"]
+    for name, n in (("one", 0), ("two", 2)):
+        done = run_worker(
+            n, tmp_path / name, "record", train_args(tmp_path / f"{name}-run", dropped)
+        )
+        assert done.returncode == 0, done.stderr
+    one, two = np.load(tmp_path / "one/params-0.npy"), np.load(tmp_path / "two/params-0.npy")
+    assert np.abs(one - two).max() <= 1e-10
+    # the masks were drawn: the first step's loss is not the one without dropout
+    undropped = metrics(one_and_two["base"] / "one")[0]["train_loss"]
+    assert metrics(tmp_path / "one-run")[0]["train_loss"] != undropped
+
+
+@needs_mpi
 def test_only_rank_0_writes(one_and_two: dict[str, Path]) -> None:
     out = one_and_two["base"] / "two-out"
     written = json.loads((out / "writes-0.json").read_text())
@@ -313,3 +330,16 @@ def test_launched_by_mpi_without_mpi4py_is_a_clear_error(monkeypatch: pytest.Mon
         CharlmError, match=r"2 processes, but mpi4py is not installed.*charlm\[mpi\]"
     ):
         current_world()
+
+
+def test_the_scaling_page_holds_the_models_tables() -> None:
+    """docs/scaling.md quotes benchmarks/scaling_model.py's output: regenerate it when the
+    model or the assumptions change."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import scaling_model  # noqa: PLC0415
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    tables = scaling_model.tables()
+    assert "| 1024 | 2 | 12,934,211 | 51.7 | 486 | 24.3 |" in tables  # the worked example
+    assert tables in (REPO / "docs" / "scaling.md").read_text(encoding="utf-8")
