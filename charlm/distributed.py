@@ -19,6 +19,7 @@ a `World` of one, and nothing here imports MPI. No pickle: only NumPy buffers tr
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -63,6 +64,22 @@ class World:
         """Collective: '' if every rank passed '', else the first failing rank's message,
         naming it ('process 1 of 2: ...')."""
         return message
+
+    def check_identical(self, arrays: dict[str, np.ndarray]) -> None:
+        """Collective: a SharedError unless every rank holds the same `arrays`, bit for bit
+        (every rank applies the same averaged update; a rank that drifted must not go on)."""
+        if self.size == 1:
+            return
+        digest = hashlib.sha256()
+        for name in sorted(arrays):
+            digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+        mine = float(int.from_bytes(digest.digest()[:6], "little"))  # exact in a float64
+        high, minus_low = self.allreduce(np.array([mine, -mine]), "max")
+        if high != -minus_low:
+            raise SharedError(
+                f"the {self.size} processes' parameters differ; the last checkpoint is kept "
+                "(is every process running the same charlm and configuration?)"
+            )
 
     def abort(self, code: int) -> None:
         """End every process of the job at once (a rank that fails alone cannot wait for the

@@ -339,9 +339,12 @@ class Trainer:
     def _save(self, name: str, stop: StopRequest | None) -> None:
         """Write checkpoint `name` (the pending steps checked first: only good parameters are
         saved); a second Ctrl-C waits for the write to finish. Each save of `last` is kept
-        numbered too when train.keep_checkpoints asks for it."""
+        numbered too when train.keep_checkpoints asks for it. Several processes first check
+        that their parameters are still the same."""
         self._read_steps()
-        self.rundir.save(name, self.checkpoint(), stop, self.config.train.keep_checkpoints)
+        checkpoint = self.checkpoint()
+        self.world.check_identical(checkpoint.params)
+        self.rundir.save(name, checkpoint, stop, self.config.train.keep_checkpoints)
 
     def batch_stream(self, position: int = 0) -> BatchStream:
         """The training batches from `position` on. Random restarts from the zero state only

@@ -6,6 +6,7 @@ reference): `charlm train ARGS...`, with test instruments around it.
 MODE `record`: every rank records the files it opens for writing (or renames, removes) under
 the run directory (a Python audit hook) and, after training, its parameters, in
 OUT/writes-RANK.json and OUT/params-RANK.npy. MODE `raise`: rank 1 raises at step 3, alone.
+MODE `drift`: rank 1 changes a parameter of its own before step 4.
 """
 
 from __future__ import annotations
@@ -67,6 +68,15 @@ def main() -> None:
             return result
 
         Trainer.run = run_and_keep  # type: ignore[method-assign]
+    elif mode == "drift" and me == 1:
+        update = TrainStep.__call__
+
+        def drifting_step(self: TrainStep, batch: Any, n: int) -> Any:
+            if n == 3:
+                self.params.flat[0] += 1e-6
+            return update(self, batch, n)
+
+        TrainStep.__call__ = drifting_step  # type: ignore[method-assign]
     elif mode == "raise" and me == 1:
         step = TrainStep.__call__
 

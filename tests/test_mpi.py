@@ -296,6 +296,18 @@ def test_a_rank_that_fails_alone_ends_the_job_with_its_error(tmp_path: Path) -> 
 
 
 @needs_mpi
+def test_ranks_whose_parameters_drift_apart_stop_at_the_next_save(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    settings = [*EXACT, "train.max_steps=8", "train.checkpoint_every=2", "train.eval_every=100"]
+    done = run_worker(2, tmp_path / "out", "drift", train_args(run, settings), timeout=60)
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == ["Error: the 2 processes' parameters differ; the last checkpoint is kept "
+                     "(is every process running the same charlm and configuration?)"]  # fmt: skip
+    assert load_checkpoint(run / "last.json").step == 2
+
+
+@needs_mpi
 def test_a_setup_error_on_one_rank_stops_all_with_one_line(tmp_path: Path) -> None:
     """MPMD: rank 1 is given a corpus that does not exist; rank 0 says so, nobody hangs."""
     good = train_args(tmp_path / "run", EXACT)

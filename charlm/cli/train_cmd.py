@@ -6,6 +6,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -44,17 +45,7 @@ from charlm.errors import CharlmError
     help="With --resume: go on although the corpus differs from the one the run recorded.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar or messages.")
-def train(
-    corpus: str | None,
-    config_path: str | None,
-    overrides: tuple[str, ...],
-    run_dir: str | None,
-    resume: bool,
-    init_from: str | None,
-    overwrite: bool,
-    allow_changed_corpus: bool,
-    quiet: bool,
-) -> None:
+def train(**options: Any) -> None:
     """Train a model on CORPUS, a text file or a directory made by `charlm data prepare`
     (default: the config's data.corpus; on --resume, the run's).
 
@@ -72,9 +63,8 @@ def train(
       mpiexec -n 2 charlm train data/tinyshakespeare.txt --set train.batch_size=64
     """
     world = current_world()
-    with ending_together(world):
-        _train(world, corpus, config_path, overrides, run_dir, resume, init_from, overwrite,
-               allow_changed_corpus, quiet or not world.master)  # fmt: skip
+    with ending_together(world):  # only rank 0 shows progress
+        _train(world, **{**options, "quiet": options["quiet"] or not world.master})
 
 
 @contextlib.contextmanager
