@@ -355,3 +355,14 @@ def test_the_scaling_page_holds_the_models_tables() -> None:
     tables = scaling_model.tables()
     assert "| 1024 | 2 | 12,934,211 | 51.7 | 486 | 24.3 |" in tables  # the worked example
     assert tables in (REPO / "docs" / "scaling.md").read_text(encoding="utf-8")
+
+
+@needs_mpi
+def test_a_batch_that_does_not_split_evenly_is_one_line(tmp_path: Path) -> None:
+    done = run_worker(
+        2, tmp_path, "plain", train_args(tmp_path / "run", [*EXACT, "train.batch_size=5"])
+    )
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == ["Error: train.batch_size 5 is the global batch and must split evenly over the "
+                     "2 processes; make it a multiple of 2"], done.stderr  # fmt: skip
