@@ -42,10 +42,16 @@ TARGETS = {name: 1.0 if name.startswith("lstm-h512") else 1.1 for name in CONFIG
 
 
 def charlm_speed(
-    tree: Path, kernels: str, config: tuple, run_dir: Path, env: dict[str, str]
+    tree: Path,
+    kernels: str,
+    config: tuple,
+    run_dir: Path,
+    env: dict[str, str],
+    launcher: tuple[str, ...] = (),
 ) -> float:
     """Median chars/s of one `charlm train` run with the code in `tree` and `kernels` (a
-    train.kernels value; '' leaves the tree's default)."""
+    train.kernels value; '' leaves the tree's default), started by `launcher` if given (e.g.
+    `mpiexec -n 2`: the figure is then all processes' together)."""
     cell, H, L, N, T, steps = config
     log_every = max(1, steps // 6)
     sets = {
@@ -55,8 +61,8 @@ def charlm_speed(
         "train.log_every": log_every, "train.eval_every": 10**6,
         "train.checkpoint_every": 10**6, "data.val_fraction": 0.0,
     }  # fmt: skip
-    argv = [sys.executable, "-m", "charlm", "train", str(CORPUS), "--quiet", "--overwrite",
-            "--run-dir", str(run_dir)]  # fmt: skip
+    argv = [*launcher, sys.executable, "-m", "charlm", "train", str(CORPUS), "--quiet",
+            "--overwrite", "--run-dir", str(run_dir)]  # fmt: skip
     if kernels:
         sets["train.kernels"] = kernels
     for key, value in sets.items():

@@ -151,7 +151,9 @@ class TrainConfig(_Section):
     """Optimisation, schedule, stopping, logging and runtime."""
 
     SECTION: ClassVar[str] = "train"
-    batch_size: int = _key(64, "sequences per batch", ge=1)
+    # The global batch: under `mpiexec -n K` each process trains on batch_size / K of the
+    # streams (a multiple of K), so a run means the same whatever K is.
+    batch_size: int = _key(64, "sequences per batch (all processes together)", ge=1)
     seq_len: int = _key(100, "characters per sequence (truncated BPTT length)", ge=1)
     max_steps: int = _key(5000, "stop after this many steps; 0 = no step limit", ge=0)
     max_epochs: float = _key(0.0, "stop after this many passes over the data; 0 = no limit", ge=0)

@@ -5,14 +5,14 @@ baselines of `charlm.baselines` scored on the same positions) and its per-charac
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from charlm.baselines import Baseline
-from charlm.data import count_id, encode_text, eval_batches
+from charlm.data import Batch, count_id, encode_text, eval_batches
 from charlm.device import to_numpy
 from charlm.errors import CharlmError
 from charlm.model import CharModel
@@ -31,6 +31,7 @@ class EvalResult:
     loss: float  # nats per character
     chars: int
     losses: np.ndarray | None = None  # (chars,) in corpus order of each stream, if kept
+    loss_sum: float = 0.0  # summed over the chars (what processes add up to share a pass)
 
     @property
     def bpc(self) -> float:
@@ -51,19 +52,24 @@ def evaluate_ids(
     seq_len: int,
     reset_id: int | None = None,
     keep_losses: bool = False,
+    shard: Callable[[Batch], Batch] | None = None,
 ) -> EvalResult:
     """Cross-entropy of predicting ids[i+1] from ids[..i], over `eval_batches` windows.
 
     With batch_size 1 every position is scored in corpus order; with more, the ids are cut into
     that many contiguous streams (each in order, state carried), dropping < batch_size ids.
+    `shard` keeps some of each window's streams (one process' share of a pass).
     """
     xp = model.device.xp
     dtype = params["Wy"].dtype
     ws = Workspace(xp)  # one set of window buffers for the whole pass
     total, count, kept, kept_scored = 0.0, 0, [], []
     state = None
-    for batch in eval_batches(ids, batch_size, seq_len, reset_id):
+    for window in eval_batches(ids, batch_size, seq_len, reset_id):
+        batch = shard(window) if shard else window
         N, T = batch.x.shape
+        if N == 0:  # more processes than streams: this one has none
+            break
         if state is None:
             state = model.initial_state(N, dtype)
         x, y = xp.asarray(batch.x), xp.asarray(batch.y)
@@ -84,7 +90,7 @@ def evaluate_ids(
     if keep_losses and kept:
         # stream by stream, each in order: the corpus order
         per_pos = np.concatenate(kept).T.reshape(-1)[np.concatenate(kept_scored).T.reshape(-1)]
-    return EvalResult(total / max(count, 1), count, per_pos)
+    return EvalResult(total / max(count, 1), count, per_pos, total)
 
 
 # --- whole-corpus evaluation for `charlm eval` -------------------------------------------------

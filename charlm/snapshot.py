@@ -22,9 +22,9 @@ if TYPE_CHECKING:
 
 def snapshot(trainer: Trainer) -> Checkpoint:
     """Everything needed to sample, evaluate or resume `trainer` exactly, as NumPy arrays."""
-    cells, state = trainer.model.cells, trainer.train_step.state
-    hidden = {
-        state_name(i, name): to_numpy(s)
+    cells, state, world = trainer.model.cells, trainer.train_step.state, trainer.world
+    hidden = {  # the whole batch's columns (H, N), from every process
+        state_name(i, name): world.gather_columns(to_numpy(s))
         for i, (cell, layer) in enumerate(zip(cells, state, strict=True))
         for name, s in zip(cell.state_names, layer, strict=True)
     }
@@ -39,6 +39,7 @@ def snapshot(trainer: Trainer) -> Checkpoint:
         **(trainer.fingerprint.to_meta() if trainer.fingerprint else {}),
         "train_unk_count": trainer.corpus.train_unk_count,
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "world_size": world.size,  # processes that trained it (a resume may use another number)
         # Until the trainer notes how the run ended (`RunDir.record_end`): still training, or
         # killed if no process holds the run's lock.
         "status": "running",
@@ -54,7 +55,7 @@ def snapshot(trainer: Trainer) -> Checkpoint:
 def restore(trainer: Trainer, ckpt: Checkpoint) -> None:
     """Continue `trainer` from `ckpt` exactly: moments, step, RNG, data position, hidden state
     (the parameters were loaded when it was built)."""
-    meta, model = ckpt.meta, trainer.model
+    meta, model, world = ckpt.meta, trainer.model, trainer.world
     xp, dtype = model.device.xp, trainer.params.flat.dtype
     try:
         trainer.optimizer.load_state_arrays(ckpt.optimizer, meta_count(meta, "optimizer_t"))
@@ -70,10 +71,12 @@ def restore(trainer: Trainer, ckpt: Checkpoint) -> None:
             raise ValueError(f"best_val_loss must be a number or null, got {best!r}")
         trainer.best_val_loss = best
         trainer.evals_since_best = meta_count(meta, "evals_since_best", 0)
+        columns = world.rows(trainer.config.train.batch_size)  # this process' share
         trainer.train_step.state = [
-            tuple(xp.asarray(ckpt.hidden[state_name(i, n)].astype(dtype)) for n in c.state_names)
+            tuple(xp.asarray(ckpt.hidden[state_name(i, n)][:, columns].astype(dtype))
+                  for n in c.state_names)
             for i, c in enumerate(model.cells)
-        ]
+        ]  # fmt: skip
     except (KeyError, TypeError, ValueError) as exc:
         raise CharlmError(f"cannot resume from {trainer.run_dir}/last.json: {exc}") from None
 

@@ -12,7 +12,9 @@ what it writes goes through its `RunDir`. Nothing here prints: progress goes to 
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +26,9 @@ from charlm.checkpoint import Checkpoint
 from charlm.config import Config, SampleConfig
 from charlm.data import BatchStream, Corpus
 from charlm.device import get_device
+from charlm.distributed import FollowerRunDir, ShardedUniforms, World
 from charlm.errors import CharlmError
-from charlm.evaluate import LN2, evaluate_ids
+from charlm.evaluate import LN2, EvalResult, evaluate_ids
 from charlm.launch import RunPlan, plan_run, refuse_if_done, step_limit
 from charlm.model import CharModel
 from charlm.optim import Optimizer
@@ -97,6 +100,7 @@ class Trainer:
     fingerprint: CorpusFingerprint | None = None  # of the corpus file, recorded in checkpoints
     pending: list[StepStats] = field(default_factory=list)  # steps not yet read from the device
     window: LogWindow = field(default_factory=LogWindow)
+    world: World = field(default_factory=World)  # the processes training this run together
 
     # ----------------------------------------------------------------------------- set-up
     @classmethod
@@ -110,30 +114,43 @@ class Trainer:
         overwrite: bool = False,
         allow_changed_corpus: bool = False,
         overrides: tuple[str, ...] = (),
+        world: World | None = None,
     ) -> Trainer:
         """A new run in `run_dir`, or (resume) the run saved there, continued exactly (see
         `charlm.launch.plan_run`; `config` None on resume: the run's own, with `overrides`).
 
-        The trainer holds the run directory's lock until `run` returns (or `close`).
+        The trainer holds the run directory's lock until `run` returns (or `close`). With a
+        `world` of several processes each calls this; only rank 0 writes (or locks) the run
+        directory, and an error on any rank is raised on all (`World.together`).
         """
-        rundir = RunDir(run_dir)
+        world = world or World()
+        rundir = RunDir(run_dir) if world.master else FollowerRunDir(run_dir)
         try:
-            plan = plan_run(rundir, corpus_path, config, resume=resume, overrides=overrides,
-                            init_from=init_from, overwrite=overwrite,
-                            allow_changed_corpus=allow_changed_corpus)  # fmt: skip
-            trainer = cls._build(plan, rundir)
-            # Everything that can refuse the run is checked before the run directory is written.
-            total = step_limit(trainer.config.train, trainer.batch_stream().windows_per_epoch)
-            trainer.train_step.total_steps = total
-            if plan.resume_from is not None:
-                restore(trainer, plan.resume_from)
-                refuse_if_done(trainer.config.train, trainer.step, trainer.elapsed, total)
-            rundir.open()
-            if plan.resume_from is not None:
-                rundir.resume(trainer.step, trainer.config, plan.changes)
-            else:
-                note = rundir.start(trainer.config, trainer.corpus.vocab, overwrite)
-                plan.notes += [note] if note else []
+            with world.together():
+                # Only rank 0 checks for a run to keep: the others would see it starting.
+                plan = plan_run(rundir, corpus_path, config, resume=resume, overrides=overrides,
+                                init_from=init_from, overwrite=overwrite or not world.master,
+                                allow_changed_corpus=allow_changed_corpus)  # fmt: skip
+                trainer = cls._build(plan, rundir, world)
+                # Everything that can refuse the run is checked before the run directory is
+                # written.
+                total = step_limit(trainer.config.train, trainer.batch_stream().windows_per_epoch)
+                trainer.train_step.total_steps = total
+                if plan.resume_from is not None:
+                    restore(trainer, plan.resume_from)
+                    refuse_if_done(trainer.config.train, trainer.step, trainer.elapsed, total)
+                    saved_by = plan.resume_from.meta.get("world_size", 1)
+                    note = world.resharding_note(saved_by, trainer.config.train.batch_size)
+                    plan.notes += [note] if note else []
+            with world.together():
+                # Set up once every rank got this far: NCCL's set-up waits for all of them.
+                trainer.train_step.grad_sync = world.grad_sync(trainer.model.device)
+                rundir.open()
+                if plan.resume_from is not None:
+                    rundir.resume(trainer.step, trainer.config, plan.changes)
+                else:
+                    note = rundir.start(trainer.config, trainer.corpus.vocab, overwrite)
+                    plan.notes += [note] if note else []
         except BaseException:
             rundir.close()
             raise
@@ -148,17 +165,23 @@ class Trainer:
         return trainer
 
     @classmethod
-    def _build(cls, plan: RunPlan, rundir: RunDir) -> Trainer:
-        """The trainer's objects for `plan`, on the configured device."""
+    def _build(cls, plan: RunPlan, rundir: RunDir, world: World) -> Trainer:
+        """The trainer's objects for `plan`, on the configured device (of several processes,
+        each one's own share of the batch: see `charlm.distributed`)."""
         config, t = plan.config, plan.config.train
         device = get_device(t.device, t.kernels, t.dtype)
+        world.pick_gpu(device)
         model = CharModel(config.model, len(plan.corpus.vocab), device)
-        rng = np.random.default_rng(t.seed)
+        rng = np.random.default_rng(t.seed)  # the same on every rank: the same initial weights
         given = plan.resume_from or plan.init_from
         initial = given.params if given else model.init_params(rng, np.dtype(t.dtype))
         dropout = device.uniforms(rng, t.seed) if config.model.dropout > 0 else None
-        step = TrainStep.create(model, initial, t, dropout=dropout)
-        return cls(config, rundir, plan.corpus, model, rng, step, fingerprint=plan.fingerprint)
+        if dropout is not None and world.size > 1:
+            dropout = ShardedUniforms(dropout, world)
+        local = dataclasses.replace(t, batch_size=world.local_batch_size(t.batch_size))
+        step = TrainStep.create(model, initial, local, dropout=dropout)
+        return cls(config, rundir, plan.corpus, model, rng, step, fingerprint=plan.fingerprint,
+                   world=world)  # fmt: skip
 
     @property
     def params(self) -> FlatParams:
@@ -233,16 +256,17 @@ class Trainer:
         saved_step = evaluated_step = -1
         resumed_at, clock = self.elapsed, time.perf_counter()
         while True:
-            self.elapsed = resumed_at + time.perf_counter() - clock
+            stopping = self._tick(resumed_at, clock, stop)
             if self._limit_reached(total):
                 reason = "time budget" if self._over_time() else "finished"
                 return reason, saved_step, evaluated_step
-            if stop is not None and stop.signal_name:
+            if stopping:
                 return "interrupted", saved_step, evaluated_step
-            self.pending.append(self.train_step(stream.next_batch(), self.step))
+            batch = self.world.shard(stream.next_batch())
+            self.pending.append(self.train_step(batch, self.step))
             self.step += 1
             self.data_position = stream.position
-            self.elapsed = resumed_at + time.perf_counter() - clock
+            self._tick(resumed_at, clock, stop)
             final = self._limit_reached(total)  # every run that reaches a limit is validated
             evaluate = (self.step % t.eval_every == 0 or final) and self._validates
             log = evaluate or self.step % t.log_every == 0 or final
@@ -262,24 +286,36 @@ class Trainer:
             if save:
                 self._save("last", stop)
                 saved_step = self.step
-            if preview:
+            if preview and self.world.master:
                 reporter.message(self.preview())
             if t.patience and self.evals_since_best >= t.patience:
                 return "early stopping", saved_step, evaluated_step
             self.window.started = time.perf_counter()
 
+    def _tick(self, resumed_at: float, clock: float, stop: StopRequest | None) -> bool:
+        """Update `elapsed`; whether a stop was asked. Several processes agree on both (each
+        rank's clock and signals are its own, and all must stop at the same step)."""
+        elapsed = resumed_at + time.perf_counter() - clock
+        asked = signal.Signals[stop.signal_name].value if stop and stop.signal_name else 0
+        self.elapsed, asked = self.world.agree(elapsed, asked)
+        if asked and stop is not None and not stop.signal_name:  # another rank got it
+            stop.signal_name = signal.Signals(asked).name
+        return bool(asked)
+
     def _read_steps(self) -> None:
         """Read the pending steps' loss and norm from the device into the log window, checking
-        each (a DivergenceError names the first bad step)."""
+        each (a DivergenceError names the first bad step). The loss is the global batch's:
+        the mean of the ranks' losses over their equal shares."""
         if not self.pending:
             return  # nothing since the last read: the time since then was not training
         window = self.window
-        for stats in self.pending:
-            loss, norm = float(stats.loss), float(stats.grad_norm)
+        losses = self.world.average(np.array([float(s.loss) for s in self.pending]))
+        for stats, loss in zip(self.pending, losses.tolist(), strict=True):
+            norm = float(stats.grad_norm)
             self._check_diverged(loss, norm, stats.step)
             window.loss += loss
             window.steps += 1
-            window.chars += stats.chars
+            window.chars += stats.chars * self.world.size
             window.norm = max(window.norm, norm)
             window.lr = stats.lr
         self.pending.clear()
@@ -303,9 +339,12 @@ class Trainer:
     def _save(self, name: str, stop: StopRequest | None) -> None:
         """Write checkpoint `name` (the pending steps checked first: only good parameters are
         saved); a second Ctrl-C waits for the write to finish. Each save of `last` is kept
-        numbered too when train.keep_checkpoints asks for it."""
+        numbered too when train.keep_checkpoints asks for it. Several processes first check
+        that their parameters are still the same."""
         self._read_steps()
-        self.rundir.save(name, self.checkpoint(), stop, self.config.train.keep_checkpoints)
+        checkpoint = self.checkpoint()
+        self.world.check_identical(checkpoint.params)
+        self.rundir.save(name, checkpoint, stop, self.config.train.keep_checkpoints)
 
     def batch_stream(self, position: int = 0) -> BatchStream:
         """The training batches from `position` on. Random restarts from the zero state only
@@ -377,10 +416,13 @@ class Trainer:
         return record
 
     def evaluate(self) -> dict[str, float]:
-        """Loss over the whole validation split, with the state carried."""
+        """Loss over the whole validation split, with the state carried (several processes
+        each take their share of its streams and add up the loss sums and counts)."""
         t = self.config.train
-        result = evaluate_ids(self.model, self.params, self.corpus.val_ids, t.batch_size,
-                              t.seq_len, self.corpus.reset_id)  # fmt: skip
+        mine = evaluate_ids(self.model, self.params, self.corpus.val_ids, t.batch_size,
+                            t.seq_len, self.corpus.reset_id, shard=self.world.shard)  # fmt: skip
+        total, count = self.world.allreduce(np.array([mine.loss_sum, mine.chars], np.float64))
+        result = EvalResult(total / max(count, 1.0), int(count))
         return {"val_loss": result.loss, "val_bpc": result.bpc, "val_ppl": result.perplexity}
 
     def preview(self) -> str:

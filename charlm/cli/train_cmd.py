@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
-from charlm.cli.group import cli
+from charlm.cli.group import CharlmGroup, cli
 from charlm.cli.options import corpus_paths, raw_config_options
 from charlm.cli.progress import ProgressReporter
 from charlm.config import load_config
+from charlm.distributed import SharedError, World, current_world
 from charlm.errors import CharlmError
 
 
@@ -41,7 +45,65 @@ from charlm.errors import CharlmError
     help="With --resume: go on although the corpus differs from the one the run recorded.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar or messages.")
-def train(
+def train(**options: Any) -> None:
+    """Train a model on CORPUS, a text file or a directory made by `charlm data prepare`
+    (default: the config's data.corpus; on --resume, the run's).
+
+    Writes runs/<corpus name>/: config.yaml, vocab.json, metrics.jsonl and the `best` and
+    `last` checkpoints (and the train.keep_checkpoints most recent ones). Ctrl-C saves `last`
+    and stops; --resume continues exactly, with any --set changes recorded in the run's
+    config.yaml. One process trains a run at a time -- or, started by `mpiexec -n K`, K
+    processes together (data-parallel: the train.batch_size streams are split over them;
+    needs charlm[mpi]).
+
+    \b
+    Example:
+      charlm train data/tinyshakespeare.txt --config configs/shakespeare-lstm.yaml
+      charlm train --resume --run-dir runs/tinyshakespeare --set train.max_steps=9000
+      mpiexec -n 2 charlm train data/tinyshakespeare.txt --set train.batch_size=64
+    """
+    world = current_world()
+    with ending_together(world):  # only rank 0 shows progress
+        _train(world, **{**options, "quiet": options["quiet"] or not world.master})
+
+
+@contextlib.contextmanager
+def ending_together(world: World) -> Iterator[None]:
+    """Of several processes, one that fails alone says why and ends the whole job at once (the
+    others wait for it in the next collective call, and would wait forever); errors that
+    every process raises together (usage, set-up, divergence) end them normally, rank 0
+    saying why."""
+    from charlm.train import DivergenceError  # noqa: PLC0415
+
+    if world.size == 1:
+        yield
+        return
+    try:
+        yield
+    except (SharedError, DivergenceError, click.UsageError):
+        if world.master:
+            raise
+        sys.exit(1)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        if isinstance(exc, click.ClickException):
+            why = exc.format_message()
+        elif isinstance(exc, OSError):
+            why = CharlmGroup.describe_os_error(exc)
+        elif isinstance(exc, MemoryError):
+            why = "out of memory"
+        elif isinstance(exc, CharlmError):
+            why = str(exc)
+        else:
+            why = f"{type(exc).__name__}: {exc}"
+        click.echo(f"Error: process {world.rank} of {world.size}: {why}", err=True)
+        sys.stderr.flush()
+        world.abort(1)
+
+
+def _train(
+    world: World,
     corpus: str | None,
     config_path: str | None,
     overrides: tuple[str, ...],
@@ -52,19 +114,6 @@ def train(
     allow_changed_corpus: bool,
     quiet: bool,
 ) -> None:
-    """Train a model on CORPUS, a text file or a directory made by `charlm data prepare`
-    (default: the config's data.corpus; on --resume, the run's).
-
-    Writes runs/<corpus name>/: config.yaml, vocab.json, metrics.jsonl and the `best` and
-    `last` checkpoints (and the train.keep_checkpoints most recent ones). Ctrl-C saves `last`
-    and stops; --resume continues exactly, with any --set changes recorded in the run's
-    config.yaml. One process trains a run at a time.
-
-    \b
-    Example:
-      charlm train data/tinyshakespeare.txt --config configs/shakespeare-lstm.yaml
-      charlm train --resume --run-dir runs/tinyshakespeare --set train.max_steps=9000
-    """
     from charlm.stopping import graceful_stop  # noqa: PLC0415
     from charlm.train import Trainer, default_run_dir  # noqa: PLC0415
 
@@ -94,6 +143,7 @@ def train(
         overwrite=overwrite,
         allow_changed_corpus=allow_changed_corpus,
         overrides=overrides,
+        world=world,
     )
     reporter = ProgressReporter(quiet, trainer.config.train.max_seconds)
     if not quiet:
@@ -121,11 +171,12 @@ def train(
     how = f"charlm train --resume --run-dir {run}"
     best = "" if result.best_val_loss is None else f"; best val loss {result.best_val_loss:.4f}"
     if result.reason == "interrupted":
-        click.echo(
-            f"Interrupted ({result.signal_name}) at step {result.step}; saved "
-            f"{result.last_checkpoint}. Resume with: {how}",
-            err=True,
-        )
+        if world.master:
+            click.echo(
+                f"Interrupted ({result.signal_name}) at step {result.step}; saved "
+                f"{result.last_checkpoint}. Resume with: {how}",
+                err=True,
+            )
         sys.exit(130 if result.signal_name == "SIGINT" else 143)
     if not quiet:
         click.echo(
