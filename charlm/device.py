@@ -84,6 +84,15 @@ class Device:
         clipping and Adam kernels (`charlm.cudaops.StepScalars`); None: the NumPy passes."""
         return None
 
+    def set_tf32(self, enabled: bool) -> None:
+        """TF32 matrix products (`train.tf32`): only a GPU has them."""
+
+    def train_step_type(self, cuda_graphs: bool) -> Any:
+        """The training step class (`charlm.step.TrainStep` but on a GPU with graphs on)."""
+        from charlm.step import TrainStep  # noqa: PLC0415 - step imports the model, cells
+
+        return TrainStep
+
     def sync(self) -> None:
         """Wait for queued work (nothing is ever queued on the CPU)."""
 
@@ -163,6 +172,18 @@ class CudaDevice(Device):
         from charlm.cudaops import StepScalars  # noqa: PLC0415
 
         return StepScalars(self.xp)
+
+    def set_tf32(self, enabled: bool) -> None:
+        from charlm.cublas import set_tf32  # noqa: PLC0415
+
+        set_tf32(enabled)
+
+    def train_step_type(self, cuda_graphs: bool) -> Any:
+        if not cuda_graphs:
+            return super().train_step_type(cuda_graphs)
+        from charlm.cudagraph import GraphedTrainStep  # noqa: PLC0415
+
+        return GraphedTrainStep
 
     def sync(self) -> None:
         self.xp.cuda.get_current_stream().synchronize()

@@ -157,7 +157,8 @@ class Trainer:
         given = plan.resume_from or plan.init_from
         initial = given.params if given else model.init_params(rng, np.dtype(t.dtype))
         dropout = device.uniforms(rng, t.seed) if config.model.dropout > 0 else None
-        step = TrainStep.create(model, initial, t, dropout=dropout)
+        device.set_tf32(t.tf32)
+        step = device.train_step_type(t.cuda_graphs).create(model, initial, t, dropout=dropout)
         return cls(config, rundir, plan.corpus, model, rng, step, fingerprint=plan.fingerprint)
 
     @property
