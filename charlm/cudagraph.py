@@ -24,6 +24,7 @@ number) and only with the single-process gradient sync; anything else runs uncap
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,11 +137,13 @@ class GraphedTrainStep(TrainStep):
                 loss, norm = loss.copy(), norm.copy()
                 self.stream.synchronize()  # every block the step takes is in the pool now
                 count = self.optimizer.t
+                gc.disable()  # no finaliser may touch the device mid-capture
                 self.stream.begin_capture()
                 try:
                     graph_loss, graph_norm = self._compute(x, y, resets)
                 finally:
                     graph = self.stream.end_capture()
+                    gc.enable()
                 self.optimizer.t = count  # the capture ran nothing
             default.wait_event(self.stream.record())
         return _Captured(graph, pool, x, y, resets, graph_loss, graph_norm), loss, norm
