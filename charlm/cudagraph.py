@@ -19,7 +19,8 @@ kernels one launch at a time, for debugging):
   events (no host wait); the loss and norm are copied out after each replay.
 
 Only Adam with the device scalars is graphed (another optimizer takes its rate as a host
-number) and only with the single-process gradient sync; anything else runs uncaptured.
+number) and only with the single-process gradient sync; anything else runs uncaptured, as does
+every step after a capture that failed (`graph_error` says why).
 """
 
 from __future__ import annotations
@@ -55,17 +56,27 @@ class GraphedTrainStep(TrainStep):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        import cupy  # noqa: PLC0415 - only made on a GPU
-
-        self.cupy = cupy
-        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.cupy = self.cuda_module()
+        self.graph_error: str | None = None  # why capturing failed, if it did
+        self.stream = self.cupy.cuda.Stream(non_blocking=True)
         self.graphs: dict[tuple, _Captured] = {}
         self.state_buffers: list[tuple[Array, ...]] | None = None
 
+    def cuda_module(self) -> Any:
+        """CuPy (the tests hand in a stand-in that replays by running the step again)."""
+        import cupy  # noqa: PLC0415 - only made on a GPU
+
+        return cupy
+
     @property
     def graphable(self) -> bool:
-        scalars = self.optimizer.scalars
-        return scalars is not None and self.optimizer.kind == "adam" and self.grad_sync is no_sync
+        optimizer = self.optimizer
+        return (
+            optimizer.scalars is not None
+            and optimizer.kind == "adam"
+            and self.grad_sync is no_sync
+            and self.graph_error is None
+        )
 
     def __call__(self, batch: Batch, step: int) -> StepStats:
         if not self.graphable:
@@ -83,12 +94,14 @@ class GraphedTrainStep(TrainStep):
         key = (batch.x.shape, batch.x.dtype.str, batch.y.dtype.str, batch.resets is None)
         captured = self.graphs.get(key)
         if captured is None:
-            self.graphs[key], loss, norm = self._warm_up_and_capture(batch)
+            graph, loss, norm = self._warm_up_and_capture(batch)
+            if graph is not None:
+                self.graphs[key] = graph
             return StepStats(step + 1, loss, norm, lr, batch.x.size)
-        captured.x.set(np.ascontiguousarray(batch.x))
-        captured.y.set(np.ascontiguousarray(batch.y))
+        upload(captured.x, batch.x)
+        upload(captured.y, batch.y)
         if captured.resets is not None:
-            captured.resets.set(np.ascontiguousarray(batch.resets))
+            upload(captured.resets, batch.resets)
         self._replay(captured)
         self.optimizer.t += 1
         return StepStats(step + 1, captured.loss.copy(), captured.norm.copy(), lr, batch.x.size)
@@ -122,34 +135,56 @@ class GraphedTrainStep(TrainStep):
                 buffer[...] = s
         return loss, norm
 
-    def _warm_up_and_capture(self, batch: Batch) -> tuple[_Captured, Array, Array]:
+    def _warm_up_and_capture(self, batch: Batch) -> tuple[_Captured | None, Array, Array]:
         """Run this step for real on a private pool, then capture it (see the docstring).
-        Returns the graph and the step's loss and norm."""
+        Returns the graph (None if the capture failed: `graph_error` says why, and the steps
+        run uncaptured from then on) and the step's loss and norm."""
         cupy = self.cupy
         pool = cupy.cuda.MemoryPool()
         default = cupy.cuda.get_current_stream()
         with cupy.cuda.using_allocator(pool.malloc):
-            x, y = cupy.asarray(batch.x), cupy.asarray(batch.y)
-            resets = None if batch.resets is None else cupy.asarray(batch.resets)
+            x, y = cupy.array(batch.x), cupy.array(batch.y)
+            resets = None if batch.resets is None else cupy.array(batch.resets)
             self.stream.wait_event(default.record())
             with self.stream:
                 loss, norm = self._compute(x, y, resets)  # the real step
                 loss, norm = loss.copy(), norm.copy()
                 self.stream.synchronize()  # every block the step takes is in the pool now
                 count = self.optimizer.t
-                gc.disable()  # no finaliser may touch the device mid-capture
-                self.stream.begin_capture()
                 try:
-                    graph_loss, graph_norm = self._compute(x, y, resets)
-                finally:
-                    graph = self.stream.end_capture()
-                    gc.enable()
+                    graph, (graph_loss, graph_norm) = self._capture(
+                        lambda: self._compute(x, y, resets)
+                    )
+                except Exception as exc:  # CuPy's CUDA errors have no common base but this
+                    self.graph_error = f"{type(exc).__name__}: {exc}"
+                    graph = None
                 self.optimizer.t = count  # the capture ran nothing
             default.wait_event(self.stream.record())
+        if graph is None:
+            return None, loss, norm
         return _Captured(graph, pool, x, y, resets, graph_loss, graph_norm), loss, norm
+
+    def _capture(self, work: Any) -> tuple[Any, Any]:
+        """(the CUDA graph of `work()` on this step's stream, what `work` returned)."""
+        gc.disable()  # no finaliser may touch the device mid-capture
+        self.stream.begin_capture()
+        try:
+            outputs = work()
+        finally:
+            graph = self.stream.end_capture()
+            gc.enable()
+        return graph, outputs
 
     def _replay(self, captured: _Captured) -> None:
         default = self.cupy.cuda.get_current_stream()
         self.stream.wait_event(default.record())
         captured.graph.launch(stream=self.stream)
         default.wait_event(self.stream.record())
+
+
+def upload(buffer: Array, host: np.ndarray) -> None:
+    """Copy `host` into the device buffer `buffer` (a graph's input) in place."""
+    if hasattr(buffer, "set"):  # CuPy
+        buffer.set(np.ascontiguousarray(host))
+    else:
+        buffer[...] = host

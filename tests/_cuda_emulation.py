@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from charlm import cudaops
 from charlm.cells import cuda, cuda_backend, cuda_source
 from charlm.device import Device
 
@@ -132,7 +133,8 @@ def emulated_backend(dtype_char: str) -> EmulatedBackend:
 
 class EmulatedCudaDevice(Device):
     """The CPU with the CUDA kernel set run through the emulation: the cells run exactly the
-    code paths (window loops, pointer arithmetic, resets) they run on a GPU."""
+    code paths (window loops, pointer arithmetic, resets) they run on a GPU, and the training
+    step the fused clipping, Adam and dropout kernels."""
 
     name = "cpu"
 
@@ -142,6 +144,12 @@ class EmulatedCudaDevice(Device):
 
     def kernels(self, cell: str) -> Any:
         return self.cells.kernels(cell)
+
+    def step_scalars(self) -> Any:
+        return cudaops.StepScalars(np, emulated_backend)
+
+    def uniforms(self, rng: np.random.Generator, seed: int) -> Any:
+        return cudaops.DeviceDropout(np, seed, backends=emulated_backend)
 
     def __repr__(self) -> str:
         return "<device cuda-emulated>"

@@ -5,6 +5,7 @@ against the NumPy reference in float64."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -292,3 +293,131 @@ def test_the_hash_uniforms_look_uniform() -> None:
     counts = np.bincount((u * 16).astype(int), minlength=16)
     chi2 = float(((counts - n / 16) ** 2 / (n / 16)).sum())
     assert chi2 < 45  # 15 degrees of freedom: p ~ 1e-4
+
+
+# ---------------------------------------------------------------- the graph step's bookkeeping
+class ReplayingStream:
+    """Stands for a CuPy stream; events and waits are no-ops on the CPU."""
+
+    def __init__(self, non_blocking: bool = False) -> None:
+        self.capturing = False
+
+    def __enter__(self) -> ReplayingStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def record(self) -> None:
+        return None
+
+    def wait_event(self, event: object) -> None:
+        return None
+
+    def synchronize(self) -> None:
+        assert not self.capturing, "a capturing stream cannot be synchronized"
+
+
+class ReplayedGraph:
+    """A 'graph' that replays by running the captured step's Python again and writing its
+    outputs where the capture's went -- what a correct capture does when the step reads and
+    writes only the fixed buffers the graph holds. A graph runs no Python: the host's update
+    count stays as it was."""
+
+    def __init__(self, work: Any, outputs: tuple[Any, ...], optimizer: Any) -> None:
+        self.work, self.outputs, self.optimizer, self.launches = work, outputs, optimizer, 0
+
+    def launch(self, stream: object = None) -> None:
+        self.launches += 1
+        count = self.optimizer.t
+        for out, new in zip(self.outputs, self.work(), strict=True):
+            out[...] = new
+        self.optimizer.t = count
+
+
+def replaying_step_type() -> type:
+    from charlm.cudagraph import GraphedTrainStep
+
+    class ReplayingTrainStep(GraphedTrainStep):
+        def cuda_module(self) -> Any:
+            cuda_ns = SimpleNamespace(
+                Stream=ReplayingStream,
+                MemoryPool=lambda: SimpleNamespace(malloc=None),
+                using_allocator=lambda malloc: contextlib.nullcontext(),
+                get_current_stream=ReplayingStream,
+            )
+            return SimpleNamespace(asarray=np.asarray, array=np.array, cuda=cuda_ns)
+
+        def _capture(self, work: Any) -> tuple[Any, Any]:
+            # A capture runs nothing: the outputs are where the replays will write them.
+            outputs = (np.zeros(()), np.zeros(()))
+            return ReplayedGraph(work, outputs, self.optimizer), outputs
+
+    return ReplayingTrainStep
+
+
+@needs_gxx
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("lines", [False, True])
+def test_graph_step_bookkeeping_gives_the_uncaptured_numbers(cell: str, lines: bool) -> None:
+    """GraphedTrainStep's bookkeeping around the graph -- inputs copied into fixed buffers,
+    the state updated in place (restarts too), the rate set before each replay, Adam's count
+    and the dropout counter advancing on the device, the loss and norm copied out -- checked
+    on the CPU with a stand-in graph that replays by running the step again, against the
+    uncaptured step: same losses, norms, parameters, state and counters after 7 steps. (The
+    capture itself, CuPy's, is tested on a GPU in test_gpu.py.)"""
+    from charlm.config import TrainConfig
+    from charlm.data import Batch
+    from charlm.step import TrainStep
+
+    V, N, T = 13, 3, 5
+    device = EmulatedCudaDevice()
+    rng = np.random.default_rng(4)
+    batches = []
+    for i in range(7):
+        x, y = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
+        resets = rng.random((N, T)) < 0.2 if lines else None
+        restarts = rng.random(N) < 0.4 if (not lines and i % 2) else None
+        batches.append(Batch(x, y, resets, restarts))
+    settings = TrainConfig(batch_size=N, seq_len=T, lr=3e-2, lr_schedule="cosine", max_steps=7,
+                           warmup_steps=2, dtype="float64")  # fmt: skip
+    runs = []
+    for step_type in (TrainStep, replaying_step_type()):
+        model = CharModel(spec(cell=cell, dropout=0.3), V, device)
+        initial = model.init_params(np.random.default_rng(0), np.float64)
+        train = step_type.create(model, initial, settings, 7, dropout=device.uniforms(rng, 5))
+        stats = [train(b, i) for i, b in enumerate(batches)]
+        runs.append((train, [(float(s.loss), float(s.grad_norm), s.lr) for s in stats]))
+    (eager, eager_stats), (graphed, graphed_stats) = runs
+    (graph,) = graphed.graphs.values()
+    assert graph.graph.launches == 6 and graphed.graph_error is None  # step 1 ran, then captured
+    np.testing.assert_allclose(graphed_stats, eager_stats, rtol=1e-12)
+    np.testing.assert_allclose(graphed.params.flat, eager.params.flat, rtol=1e-12, atol=1e-14)
+    for got, want in zip(graphed.state, eager.state, strict=True):
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14)
+    assert graphed.optimizer.t == eager.optimizer.t == 7
+    assert graphed.optimizer.scalars.buffer[cudaops.COUNT] == 7
+    assert graphed.dropout.draws == eager.dropout.draws == 7 * 2
+
+
+@needs_gxx
+def test_a_failed_capture_falls_back_to_uncaptured_steps() -> None:
+    from charlm.config import TrainConfig
+    from charlm.data import Batch
+
+    class Failing(replaying_step_type()):  # type: ignore[misc]
+        def _capture(self, work: Any) -> tuple[Any, Any]:
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    device = EmulatedCudaDevice()
+    model = CharModel(spec(cell="lstm"), 11, device)
+    settings = TrainConfig(batch_size=2, seq_len=4, dtype="float64")
+    train = Failing.create(model, model.init_params(np.random.default_rng(0), np.float64),
+                           settings)  # fmt: skip
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        stats = train(Batch(rng.integers(0, 11, (2, 4)), rng.integers(0, 11, (2, 4)), None), i)
+        assert np.isfinite(float(stats.loss))
+    assert "not permitted" in train.graph_error and not train.graphs
+    assert train.optimizer.t == 3
