@@ -261,20 +261,21 @@ class GRU(base.CellBase):
         window = k.window_backward
         if window is not None:
             window(WhT, gates, cache["h"], rhs, dout, dh, dA, dWh_in, keep_mask)
-        for t in range(T - 1, -1, -1) if window is None else ():
-            da, h_prev = dA[t], h_prev_seq[t]
-            if after:
-                k.backward_after(gates[t], h_prev, rhs[t], dout[t], dh, dWh_in[t], da[2 * H :],
-                                 t1, t2)  # fmt: skip
-                gemm(WhT, dWh_in[t], t2[:H])
-            else:
-                k.backward_candidate(gates[t], h_prev, dout[t], dh, da, da[2 * H :], t1)
-                gemm(Wc_T, da[2 * H :], t1)  # d (r * c_prev) = Wc^T dA_c
-                k.backward_gates(gates[t], h_prev, dh, da, t1, t2)
-                gemm(Wur_T, da[: 2 * H], t2[:H])
-            dh += t2[:H]
-            if keep_mask is not None:
-                dh *= keep_mask[t]
+        else:
+            for t in range(T - 1, -1, -1):
+                da, h_prev = dA[t], h_prev_seq[t]
+                if after:
+                    k.backward_after(gates[t], h_prev, rhs[t], dout[t], dh, dWh_in[t], da[2 * H :],
+                                     t1, t2)  # fmt: skip
+                    gemm(WhT, dWh_in[t], t2[:H])
+                else:
+                    k.backward_candidate(gates[t], h_prev, dout[t], dh, da, da[2 * H :], t1)
+                    gemm(Wc_T, da[2 * H :], t1)  # d (r * c_prev) = Wc^T dA_c
+                    k.backward_gates(gates[t], h_prev, dh, da, t1, t2)
+                    gemm(Wur_T, da[: 2 * H], t2[:H])
+                dh += t2[:H]
+                if keep_mask is not None:
+                    dh *= keep_mask[t]
         h_prev_cols = base.prev_columns(cache["h"], cache["masked_h_prev"], tmp)
         if after:
             dA[:, : 2 * H] = dWh_in[:, : 2 * H]

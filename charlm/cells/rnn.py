@@ -103,9 +103,12 @@ class RNN(base.CellBase):
         window = self.kernels.window_forward
         if window is not None:
             window(Wh, gates, hs, self.activation, keep_mask, masked_h_prev)
-        for t in range(T) if window is None else ():
-            self.device.gemm(Wh, base.masked_prev(hs[t], t, keep_mask, masked_h_prev), hs[t + 1])
-            self.kernels.step_forward(self.activation, gates[t], hs[t + 1])
+        else:
+            for t in range(T):
+                self.device.gemm(
+                    Wh, base.masked_prev(hs[t], t, keep_mask, masked_h_prev), hs[t + 1]
+                )
+                self.kernels.step_forward(self.activation, gates[t], hs[t + 1])
         cache = {"x": x, "params": params, "h": hs, "keep_mask": keep_mask,
                  "masked_h_prev": masked_h_prev, "ws": ws}  # fmt: skip
         return hs[1:], (hs[T].copy(),), cache
@@ -129,11 +132,12 @@ class RNN(base.CellBase):
         window = self.kernels.window_backward
         if window is not None:
             window(WhT, hs, dout, dh, dA, self.activation, keep_mask)
-        for t in range(T - 1, -1, -1) if window is None else ():
-            self.kernels.step_backward(self.activation, hs[t + 1], dout[t], dh, dA[t])
-            self.device.gemm(WhT, dA[t], dh)  # da<t-1> = W_aa^T dA
-            if keep_mask is not None:
-                dh *= keep_mask[t]
+        else:
+            for t in range(T - 1, -1, -1):
+                self.kernels.step_backward(self.activation, hs[t + 1], dout[t], dh, dA[t])
+                self.device.gemm(WhT, dA[t], dh)  # da<t-1> = W_aa^T dA
+                if keep_mask is not None:
+                    dh *= keep_mask[t]
         dA_cols = time_columns(dA, tmp, "dA_cols")  # (H, T*N), shared by both weight gradients
         h_prev_cols = base.prev_columns(hs, cache["masked_h_prev"], tmp)
         xp.matmul(dA_cols, h_prev_cols.T, out=grads["Wh"])
