@@ -201,6 +201,18 @@ class TrainConfig(_Section):
         "reference), auto = compiled when numba is installed and the dtype is float32",
         choices=("auto", "numpy", "compiled"),
     )
+    cuda_graphs: bool = _key(
+        True,
+        "cuda: capture the training step once per batch shape as a CUDA graph and replay it "
+        "(one launch a step, not hundreds); false runs the same kernels one launch at a time, "
+        "for debugging. No effect on the CPU",
+    )
+    tf32: bool = _key(
+        False,
+        "cuda, float32: TF32 tensor-core matrix products (inputs rounded to a 10-bit mantissa, "
+        "about 3 decimal digits, sums in float32; PyTorch's cuDNN RNNs use it by default). "
+        "No effect on the CPU or in float64",
+    )
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,13 @@ class _CuBlasGemm:
         except (ImportError, AttributeError):
             return None
 
+    def bind_stream(self) -> None:
+        """Issue on CuPy's current stream (our calls bypass CuPy, which sets it on each of its
+        own): a CUDA graph captures only the work of the capturing stream."""
+        from cupy.cuda import stream  # noqa: PLC0415
+
+        self.cublas.setStream(self.handle(), stream.get_current_stream().ptr)
+
     def __call__(
         self, op_a: int, op_b: int, m: int, n: int, k: int,
         A: int, lda: int, B: int, ldb: int, C: int, ldc: int,
@@ -104,3 +111,17 @@ class _CuBlasGemm:
         handle = self.handle()
         self.cublas.setPointerMode(handle, self.cublas.CUBLAS_POINTER_MODE_HOST)
         self.function(handle, op_a, op_b, m, n, k, self.alpha, A, lda, B, ldb, self.beta, C, ldc)
+
+
+CUBLAS_DEFAULT_MATH, CUBLAS_TF32_TENSOR_OP_MATH = 0, 3  # cublasMath_t
+
+
+def set_tf32(enabled: bool) -> None:
+    """TF32 tensor-core math for the float32 products of CuPy's cuBLAS handle (ours and
+    cupy.matmul's): each product's inputs rounded to a 10-bit mantissa, accumulated in float32.
+    float64 products are unaffected."""
+    from cupy.cuda import device  # noqa: PLC0415 - only reached on a GPU
+    from cupy_backends.cuda.libs import cublas  # noqa: PLC0415
+
+    mode = CUBLAS_TF32_TENSOR_OP_MATH if enabled else CUBLAS_DEFAULT_MATH
+    cublas.setMathMode(device.get_cublas_handle(), mode)

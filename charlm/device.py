@@ -79,6 +79,20 @@ class Device:
         run's generator `rng` itself, whose state every checkpoint saves."""
         return rng
 
+    def step_scalars(self) -> Any:
+        """Where the training step keeps its per-step scalars on the device, for the fused
+        clipping and Adam kernels (`charlm.cudaops.StepScalars`); None: the NumPy passes."""
+        return None
+
+    def set_tf32(self, enabled: bool) -> None:
+        """TF32 matrix products (`train.tf32`): only a GPU has them."""
+
+    def train_step_type(self, cuda_graphs: bool) -> Any:
+        """The training step class (`charlm.step.TrainStep` but on a GPU with graphs on)."""
+        from charlm.step import TrainStep  # noqa: PLC0415 - step imports the model, cells
+
+        return TrainStep
+
     def sync(self) -> None:
         """Wait for queued work (nothing is ever queued on the CPU)."""
 
@@ -148,24 +162,31 @@ class CudaDevice(Device):
         return out
 
     def uniforms(self, rng: np.random.Generator, seed: int) -> Any:
-        """Uniforms drawn on the GPU, so masks need no host copy (see `CudaUniforms`)."""
-        return CudaUniforms(self.xp, seed)
+        """Masks drawn on the GPU by a counter-based hash, the counter on the device too, so
+        they need no host copy and a CUDA graph replays them (`cudaops.DeviceDropout`)."""
+        from charlm.cudaops import DeviceDropout  # noqa: PLC0415
+
+        return DeviceDropout(self.xp, seed)
+
+    def step_scalars(self) -> Any:
+        from charlm.cudaops import StepScalars  # noqa: PLC0415
+
+        return StepScalars(self.xp)
+
+    def set_tf32(self, enabled: bool) -> None:
+        from charlm.cublas import set_tf32  # noqa: PLC0415
+
+        set_tf32(enabled)
+
+    def train_step_type(self, cuda_graphs: bool) -> Any:
+        if not cuda_graphs:
+            return super().train_step_type(cuda_graphs)
+        from charlm.cudagraph import GraphedTrainStep  # noqa: PLC0415
+
+        return GraphedTrainStep
 
     def sync(self) -> None:
         self.xp.cuda.get_current_stream().synchronize()
-
-
-class CudaUniforms:
-    """Uniforms on the GPU: draw k comes from a CuPy generator seeded by (seed, k), so the same
-    seed gives the same masks, and resuming needs only the number of draws made (`draws`)."""
-
-    def __init__(self, cupy: ModuleType, seed: int, draws: int = 0) -> None:
-        self.xp, self.seed, self.draws = cupy, seed, draws
-
-    def random(self, shape: tuple[int, ...]) -> Array:
-        key = np.random.SeedSequence([self.seed, self.draws]).generate_state(1)[0]
-        self.draws += 1
-        return self.xp.random.RandomState(int(key)).random_sample(shape)
 
 
 CPU = Device()

@@ -130,8 +130,7 @@ class CharModel:
             caches.append(cache)
             new_state.append(st)
             if p_drop > 0:
-                mask = (rng.random(out.shape) >= p_drop).astype(out.dtype) / (1.0 - p_drop)
-                mask = xp.asarray(mask)
+                mask = dropout_mask(rng, out.shape, p_drop, out.dtype)
                 out = out * mask  # inverted dropout: expected activation unchanged
                 masks.append(mask)
             inp = out
@@ -245,3 +244,11 @@ class CharModel:
     def step(self, params: dict[str, Array], ids: Array, state: State) -> tuple[Array, State]:
         """One step for sampling: ids (N,) -> (logits (V, N), new state). No dropout, no cache."""
         return self.stepper(params)(ids, state)
+
+
+def dropout_mask(rng: Any, shape: tuple[int, ...], p: float, dtype: Any) -> Array:
+    """Inverted dropout's mask (u >= p) / (1 - p) for uniforms u from `rng`: drawn by the
+    source's own `mask` where it has one (`cudaops.DeviceDropout`, one kernel on the GPU)."""
+    if hasattr(rng, "mask"):
+        return rng.mask(shape, p, dtype)
+    return (rng.random(shape) >= p).astype(dtype) / (1.0 - p)

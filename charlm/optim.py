@@ -45,14 +45,21 @@ def global_norm(grads: Mapping[str, Array]) -> Array:
     return xp.sqrt(total)
 
 
-def clip_gradients(grads: Mapping[str, Array], clip: float, kind: str) -> Array:
+def clip_gradients(
+    grads: Mapping[str, Array], clip: float, kind: str, scalars: Any = None
+) -> Array:
     """Clip in place; returns the global norm *before* clipping (for the log), on the device.
 
     kind 'value': each entry to [-clip, clip] (the notes' np.clip). kind 'norm': scale all
     gradients by clip / (norm + 1e-6) when that is below 1 (as torch's clip_grad_norm_); the
     scale is min(that, 1), applied always, so no decision needs the norm on the host.
-    clip 0 means no clipping.
+    clip 0 means no clipping. With the device's `scalars` (`Device.step_scalars`), a norm clip
+    of a FlatParams is the fused kernels of `charlm.cudaops`.
     """
+    if scalars is not None and kind == "norm" and isinstance(grads, FlatParams):
+        from charlm.cudaops import clip_global_norm  # noqa: PLC0415 - only on a GPU
+
+        return clip_global_norm(grads.flat, clip, scalars)
     norm = global_norm(grads)
     if clip <= 0:
         return norm
@@ -94,6 +101,8 @@ class Optimizer:
         self.fused_adam = fused_adam
         self.eps, self.weight_decay = eps, weight_decay
         self.t = 0  # updates done (Adam's bias correction)
+        # `Device.step_scalars`: Adam as one kernel per buffer, with the rate and t on the device
+        self.scalars: Any = None
         self.moments: dict[str, Mapping[str, Array]] = {
             n: _zeros_like(params, 2 + i) for i, n in enumerate(self.MOMENTS[kind])
         }
@@ -103,6 +112,9 @@ class Optimizer:
         """One update of every parameter in place (grads may be overwritten)."""
         self.t += 1
         moments = {n: _buffers(d) for n, d in self.moments.items()}
+        if self.scalars is not None and self.kind == "adam":
+            self._device_adam(params, grads, lr, moments)
+            return
         for i, (p, g) in enumerate(zip(_buffers(params), _buffers(grads), strict=True)):
             xp = xp_of(p)
             if self.weight_decay:
@@ -143,6 +155,17 @@ class Optimizer:
                 tmp *= lr
             p -= tmp
 
+    def _device_adam(self, params: Mapping[str, Array], grads: Mapping[str, Array], lr: float,
+                     moments: dict[str, list[Array]]) -> None:  # fmt: skip
+        """Adam through `charlm.cudaops.adam` (weight decay included); t counts on the device."""
+        from charlm.cudaops import adam  # noqa: PLC0415 - only on a GPU
+
+        if self.scalars.host_lr:
+            self.scalars.set_lr(lr)
+        for i, (p, g) in enumerate(zip(_buffers(params), _buffers(grads), strict=True)):
+            adam(p, g, moments["m"][i], moments["v"][i], self.scalars, self.beta1, self.beta2,
+                 self.eps, self.weight_decay)  # fmt: skip
+
     def state_arrays(self) -> dict[str, Any]:
         """NumPy copies of the moments, keyed 'm/<param>' etc. (for checkpoints)."""
         return {
@@ -160,6 +183,8 @@ class Optimizer:
                     raise ValueError(f"optimizer state {n}/{k}: shape {saved.shape} != {a.shape}")
                 a[...] = xp_of(a).asarray(saved.astype(a.dtype))
         self.t = t
+        if self.scalars is not None:
+            self.scalars.set_count(t)
 
 
 def _zeros_like(params: Mapping[str, Array], index: int) -> Mapping[str, Array]:

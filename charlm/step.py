@@ -78,6 +78,7 @@ class TrainStep:
         params = FlatParams.of(model.param_shapes(), initial, xp, dtype)
         optimizer = Optimizer(t.optimizer, params, t.beta1, t.beta2, t.eps, t.weight_decay,
                               model.device.adam_update)  # fmt: skip
+        optimizer.scalars = model.device.step_scalars()  # None on the CPU
         return cls(model, params, optimizer, settings, total_steps, dropout)
 
     def __call__(self, batch: Batch, step: int) -> StepStats:
@@ -91,7 +92,7 @@ class TrainStep:
             resets, self.dropout, self.workspace,
         )  # fmt: skip
         self.grad_sync(self.grads.flat)
-        norm = clip_gradients(self.grads, t.clip, t.clip_kind)
+        norm = clip_gradients(self.grads, t.clip, t.clip_kind, self.optimizer.scalars)
         lr = learning_rate(step, t, self.total_steps)
         self.optimizer.step(self.params, self.grads, lr)
         return StepStats(step + 1, loss, norm, lr, batch.x.size)

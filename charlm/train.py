@@ -179,7 +179,10 @@ class Trainer:
         if dropout is not None and world.size > 1:
             dropout = ShardedUniforms(dropout, world)
         local = dataclasses.replace(t, batch_size=world.local_batch_size(t.batch_size))
-        step = TrainStep.create(model, initial, local, dropout=dropout)
+        device.set_tf32(t.tf32)
+        # A graphed step replays only the single-process sync: several ranks run uncaptured.
+        step_type = device.train_step_type(t.cuda_graphs and world.size == 1)
+        step = step_type.create(model, initial, local, dropout=dropout)
         return cls(config, rundir, plan.corpus, model, rng, step, fingerprint=plan.fingerprint,
                    world=world)  # fmt: skip
 

@@ -112,6 +112,30 @@ def test_shipped_config_values() -> None:
     assert (dino.train.lr, dino.train.sample_every, dino.train.patience) == (3e-3, 250, 6)
 
 
+def test_the_gpu_config_and_switches() -> None:
+    """shakespeare-gpu.yaml is the 3-minute GPU config; graphs are on and TF32 off by default
+    (opt-in: it rounds float32 products' inputs), and both say they do nothing on the CPU."""
+    gpu = load_config(CONFIGS / "shakespeare-gpu.yaml")
+    assert (gpu.model.cell, gpu.model.hidden_size, gpu.model.num_layers) == ("lstm", 1024, 2)
+    assert (gpu.train.device, gpu.train.batch_size, gpu.train.seq_len) == ("cuda", 128, 128)
+    assert (gpu.train.max_seconds, gpu.train.lr_schedule, gpu.train.max_steps) == (
+        180.0,
+        "cosine",
+        5000,
+    )
+    assert gpu.model.dropout > 0 and gpu.train.cuda_graphs and not gpu.train.tf32
+    defaults = default_config().train
+    assert defaults.cuda_graphs is True and defaults.tf32 is False
+    specs = key_specs()
+    assert "No effect on the CPU" in specs["train.tf32"].help
+    assert "10-bit mantissa" in specs["train.tf32"].help
+    assert "No effect on the CPU" in specs["train.cuda_graphs"].help
+    flipped = load_config(None, ["train.tf32=true", "train.cuda_graphs=false"]).train
+    assert flipped.tf32 is True and flipped.cuda_graphs is False
+    with pytest.raises(ConfigError):
+        load_config(None, ["train.tf32=maybe"])
+
+
 def test_describe_keys() -> None:
     rows = describe_keys()
     assert [r[0] for r in rows] == list(key_specs())

@@ -179,7 +179,9 @@ def test_fused_kernels_read_and_write_strided_views() -> None:
     """The cells pass per-step column views (h into the window's columns, dA<t> into dA2)."""
     import cupy as cp
 
-    from charlm.cells import cuda
+    from charlm.cells.cuda import cuda_kernels
+
+    kernels = cuda_kernels("lstm")
 
     rng = np.random.default_rng(2)
     H, N, T = 8, 3, 5
@@ -191,7 +193,7 @@ def test_fused_kernels_read_and_write_strided_views() -> None:
     hcols = cp.zeros((H, (T + 1) * N))
     outs = [cp.empty((H, N)), cp.empty((H, N)), hcols[:, 2 * N : 3 * N]]
     a_cp = cp.asarray(a)
-    cuda.lstm_step_forward(a_cp, cp.asarray(wh), cp.asarray(cprev), *outs)
+    kernels.step_forward(a_cp, cp.asarray(wh), cp.asarray(cprev), *outs)
     for got, w in zip(outs, want, strict=True):
         np.testing.assert_allclose(cp.asnumpy(got), w, rtol=1e-12, atol=1e-12)
     assert not cp.asnumpy(hcols[:, : 2 * N]).any()  # nothing written outside the view
@@ -202,7 +204,7 @@ def test_fused_kernels_read_and_write_strided_views() -> None:
     dcols = cp.zeros((H, T * N))
     dcols[:, N : 2 * N] = cp.asarray(dout)
     dc_cp = cp.asarray(dc)
-    cuda.lstm_step_backward(
+    kernels.step_backward(
         a_cp,
         cp.asarray(tc),
         cp.asarray(cprev),
@@ -222,7 +224,9 @@ def test_fused_kernels_read_and_write_strided_views() -> None:
 def test_fused_lstm_kernels_match_the_numpy_expressions() -> None:
     import cupy as cp
 
-    from charlm.cells import cuda
+    from charlm.cells.cuda import cuda_kernels
+
+    kernels = cuda_kernels("lstm")
 
     rng = np.random.default_rng(1)
     H, N = 32, 8
@@ -232,7 +236,7 @@ def test_fused_lstm_kernels_match_the_numpy_expressions() -> None:
     lstm.step_forward(a_np, wh_np, cprev, *outs_np)  # NumPy reference
     a_cp = cp.asarray(a)
     outs_cp = [cp.empty((H, N)) for _ in range(3)]
-    cuda.lstm_step_forward(a_cp, cp.asarray(wh), cp.asarray(cprev), *outs_cp)
+    kernels.step_forward(a_cp, cp.asarray(wh), cp.asarray(cprev), *outs_cp)
     np.testing.assert_allclose(cp.asnumpy(a_cp), a_np, rtol=1e-12, atol=1e-12)
     for got, want in zip(outs_cp, outs_np, strict=True):
         np.testing.assert_allclose(cp.asnumpy(got), want, rtol=1e-12, atol=1e-12)
@@ -240,7 +244,7 @@ def test_fused_lstm_kernels_match_the_numpy_expressions() -> None:
     da_np, dh_np, dc_np = np.empty((4 * H, N)), dh.copy(), dc.copy()
     lstm.step_backward(a_np, tc, cprev, dout, dh_np, dc_np, da_np, np.empty((7 * H, N)))
     da_cp, dc_cp = cp.empty((4 * H, N)), cp.asarray(dc)
-    cuda.lstm_step_backward(
+    kernels.step_backward(
         cp.asarray(a_np),
         cp.asarray(tc),
         cp.asarray(cprev),
@@ -357,3 +361,146 @@ def test_train_sample_resume_checks_run_on_the_cpu(tmp_path: Path) -> None:
 @pytest.mark.gpu
 def test_gpu_training_run_samples_and_resumes_on_cpu(tmp_path: Path) -> None:
     train_sample_resume(tmp_path, "cuda")
+
+
+# ---------------------------------------------------------------- CPU: the switches do nothing
+def test_tf32_and_cuda_graphs_change_nothing_on_the_cpu(tmp_path: Path) -> None:
+    """Documented as no effect on the CPU: the same run with both flipped saves the same
+    parameters, and the CPU's step is the plain TrainStep."""
+    from charlm.step import TrainStep
+
+    assert CPU.train_step_type(True) is TrainStep
+    CPU.set_tf32(True)  # nothing to set
+    corpus = str(ROOT / "data" / "dinosaurs.txt")
+    params = []
+    for flags in (["train.tf32=false", "train.cuda_graphs=true"],
+                  ["train.tf32=true", "train.cuda_graphs=false"]):  # fmt: skip
+        run = tmp_path / flags[0]
+        sets = [x for f in [*flags, "train.max_steps=6", "model.hidden_size=16"]
+                for x in ("--set", f)]  # fmt: skip
+        result = CliRunner().invoke(cli, ["train", corpus, "--run-dir", str(run), "--quiet",
+                                          "--config", str(ROOT / "configs" / "tiny.yaml"),
+                                          *sets])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        params.append(load_checkpoint(run / "last.json").params)
+    for k in params[0]:
+        np.testing.assert_array_equal(params[0][k], params[1][k])
+
+
+# ---------------------------------------------------------------- GPU: kernels, graphs, TF32
+@needs_gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype_char", ["f", "d"])
+def test_nvrtc_compiles_every_kernel(dtype_char: str) -> None:
+    from charlm.cells import cuda_source
+    from charlm.cells.cuda_backend import cupy_backend
+
+    backend = cupy_backend(dtype_char)
+    for name in cuda_source.signatures():
+        assert backend.module.get_function(name) is not None
+
+
+@needs_gpu
+@pytest.mark.gpu
+def test_fused_clip_adam_and_dropout_on_the_gpu_match_numpy() -> None:
+    import cupy as cp
+
+    from charlm import cudaops
+    from charlm.optim import Optimizer, clip_gradients
+    from charlm.params import FlatParams
+
+    rng = np.random.default_rng(5)
+    shapes = {"a": (300, 70), "b": (1000,), "c": (5, 7)}
+    values = {k: rng.standard_normal(s) for k, s in shapes.items()}
+    grads_np = {k: rng.standard_normal(s) * 3 for k, s in shapes.items()}
+    p_np = FlatParams.of(shapes, values, np, np.dtype(np.float64))
+    g_np = FlatParams.of(shapes, grads_np, np, np.dtype(np.float64))
+    p_cp = FlatParams.of(shapes, values, cp, np.dtype(np.float64))
+    g_cp = FlatParams.of(shapes, grads_np, cp, np.dtype(np.float64))
+    scalars = cudaops.StepScalars(cp)
+    norm = clip_gradients(g_cp, 1.0, "norm", scalars)
+    want = clip_gradients(g_np, 1.0, "norm")
+    assert abs(float(norm) - float(want)) <= 1e-12 * float(want)
+    np.testing.assert_allclose(cp.asnumpy(g_cp.flat), g_np.flat, rtol=1e-14)
+    ours, theirs = (Optimizer("adam", p, 0.9, 0.999, 1e-8, 0.01) for p in (p_cp, p_np))
+    ours.scalars = scalars
+    for step in range(4):
+        ours.step(p_cp, g_cp, 1e-3 * (step + 1))
+        theirs.step(p_np, g_np, 1e-3 * (step + 1))
+    np.testing.assert_allclose(cp.asnumpy(p_cp.flat), p_np.flat, rtol=1e-12, atol=1e-14)
+    drop = cudaops.DeviceDropout(cp, seed=3)
+    u = drop.random((1000,))
+    np.testing.assert_array_equal(cp.asnumpy(u), cudaops.reference_uniforms(3, 0, 1000))
+    assert drop.draws == 1
+
+
+def graph_problem(cell: str, lines: bool) -> tuple[Any, ...]:
+    from charlm.config import TrainConfig
+    from charlm.data import Batch
+
+    V, N, T = 30, 8, 12
+    model_spec = spec(cell, hidden_size=32, dropout=0.25, gru_reset_after=False)
+    rng = np.random.default_rng(9)
+    batches = []
+    for i in range(7):
+        x, y = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
+        resets = rng.random((N, T)) < 0.1 if lines else None
+        restarts = rng.random(N) < 0.3 if (not lines and i % 2) else None
+        batches.append(Batch(x, y, resets, restarts))
+    settings = TrainConfig(batch_size=N, seq_len=T, lr=3e-3, lr_schedule="cosine",
+                           max_steps=7, warmup_steps=2)  # fmt: skip
+    return model_spec, V, settings, batches
+
+
+@needs_gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("lines", [False, True])
+def test_cuda_graph_steps_give_the_uncaptured_numbers(cell: str, lines: bool) -> None:
+    """Seven steps replayed from captured graphs (dropout, cosine rate, resets or restarts)
+    equal the same steps launched one by one: losses, norms, parameters, state, draw count."""
+    from charlm import cudaops
+    from charlm.cudagraph import GraphedTrainStep
+    from charlm.step import TrainStep
+
+    device = get_device("cuda")
+    model_spec, V, settings, batches = graph_problem(cell, lines)
+    runs = []
+    for step_type in (TrainStep, GraphedTrainStep):
+        model = CharModel(model_spec, V, device)
+        initial = model.init_params(np.random.default_rng(0), np.float32)
+        dropout = cudaops.DeviceDropout(device.xp, seed=4)
+        train = step_type.create(model, initial, settings, 7, dropout=dropout)
+        stats = [train(b, i) for i, b in enumerate(batches)]
+        runs.append((train, [(float(s.loss), float(s.grad_norm)) for s in stats]))
+    (eager, eager_stats), (graphed, graphed_stats) = runs
+    assert len(graphed.graphs) == 1 and graphed.optimizer.t == eager.optimizer.t == 7
+    np.testing.assert_allclose(graphed_stats, eager_stats, rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(graphed.params.flat), to_numpy(eager.params.flat),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    for got, want in zip(graphed.state, eager.state, strict=True):
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(to_numpy(g), to_numpy(w), rtol=1e-5, atol=1e-6)
+    assert graphed.dropout.draws == eager.dropout.draws == 7 * 2
+
+
+@needs_gpu
+@pytest.mark.gpu
+def test_tf32_rounds_float32_products_and_can_be_turned_off() -> None:
+    import cupy as cp
+
+    from charlm.cublas import set_tf32
+
+    rng = np.random.default_rng(1)
+    a = cp.asarray(rng.standard_normal((256, 256)).astype(np.float32))
+    b = cp.asarray(rng.standard_normal((256, 64)).astype(np.float32))
+    exact = cp.asnumpy(a).astype(np.float64) @ cp.asnumpy(b).astype(np.float64)
+    errors = []
+    for enabled in (False, True, False):
+        set_tf32(enabled)
+        out = cp.empty((256, 64), dtype=np.float32)
+        cublas.gemm(a, b, out)
+        errors.append(float(np.abs(cp.asnumpy(out) - exact).max()))
+    set_tf32(False)
+    assert errors[0] < 1e-4 and errors[2] == errors[0]
+    assert 1e-4 < errors[1] < 0.5  # a 10-bit mantissa: ~1e-3 relative per product term

@@ -135,7 +135,12 @@ def _sigmoid_grads_and_carry(gates: Array, dh: Array, dgates: Array, t2: Array) 
 
 @dataclass(frozen=True)
 class GRUKernels:
-    """One device's GRU step kernels, with the signatures of the reference functions above."""
+    """One device's GRU step kernels, with the signatures of the reference functions above.
+
+    window_forward(Wh, bhn or None, gates (T, 3H, N), h (T+1, H, N), rh (T, H, N), keep_mask,
+    masked_h_prev) and window_backward(WhT, gates, h, rh, dout, dh, dA, dWh_in or None,
+    keep_mask), where a device has them, run a window's whole loop (resets included).
+    """
 
     forward_gates: Callable[..., None]
     forward_candidate: Callable[..., None]
@@ -143,6 +148,8 @@ class GRUKernels:
     backward_candidate: Callable[..., None]
     backward_gates: Callable[..., None]
     backward_after: Callable[..., None]
+    window_forward: Callable[..., None] | None = None
+    window_backward: Callable[..., None] | None = None
 
 
 REFERENCE = GRUKernels(
@@ -215,10 +222,14 @@ class GRU(base.CellBase):
         rhs = ws.empty("rh", (T, H, N), dtype)
         keep_mask = base.keep_mask(resets, dtype, ws)
         masked_h_prev = base.masked_store(keep_mask, ws, "masked_h_prev", (T, H, N), dtype)
-        wh = ws.empty("wh", (3 * H, N), dtype)
-        for t in range(T):
-            h_prev = base.masked_prev(hs[t], t, keep_mask, masked_h_prev)
-            self._step(params, gates[t], h_prev, hs[t + 1], rhs[t], wh)
+        if self.kernels.window_forward is not None:
+            bhn = params["bhn"] if self.reset_after else None
+            self.kernels.window_forward(Wh, bhn, gates, hs, rhs, keep_mask, masked_h_prev)
+        else:
+            wh = ws.empty("wh", (3 * H, N), dtype)
+            for t in range(T):
+                h_prev = base.masked_prev(hs[t], t, keep_mask, masked_h_prev)
+                self._step(params, gates[t], h_prev, hs[t + 1], rhs[t], wh)
         cache = {"x": x, "params": params, "gates": gates, "h": hs, "rh": rhs,
                  "keep_mask": keep_mask, "masked_h_prev": masked_h_prev, "ws": ws}  # fmt: skip
         return hs[1:], (hs[T].copy(),), cache
@@ -247,20 +258,24 @@ class GRU(base.CellBase):
         WhT = tmp.empty("WhT", Wh.shape[::-1], dtype)
         WhT[...] = Wh.T  # a plain (not transposed) GEMM operand is faster
         Wur_T, Wc_T = WhT[:, : 2 * H], WhT[:, 2 * H :]
-        for t in range(T - 1, -1, -1):
-            da, h_prev = dA[t], h_prev_seq[t]
-            if after:
-                k.backward_after(gates[t], h_prev, rhs[t], dout[t], dh, dWh_in[t], da[2 * H :],
-                                 t1, t2)  # fmt: skip
-                gemm(WhT, dWh_in[t], t2[:H])
-            else:
-                k.backward_candidate(gates[t], h_prev, dout[t], dh, da, da[2 * H :], t1)
-                gemm(Wc_T, da[2 * H :], t1)  # d (r * c_prev) = Wc^T dA_c
-                k.backward_gates(gates[t], h_prev, dh, da, t1, t2)
-                gemm(Wur_T, da[: 2 * H], t2[:H])
-            dh += t2[:H]
-            if keep_mask is not None:
-                dh *= keep_mask[t]
+        window = k.window_backward
+        if window is not None:
+            window(WhT, gates, cache["h"], rhs, dout, dh, dA, dWh_in, keep_mask)
+        else:
+            for t in range(T - 1, -1, -1):
+                da, h_prev = dA[t], h_prev_seq[t]
+                if after:
+                    k.backward_after(gates[t], h_prev, rhs[t], dout[t], dh, dWh_in[t], da[2 * H :],
+                                     t1, t2)  # fmt: skip
+                    gemm(WhT, dWh_in[t], t2[:H])
+                else:
+                    k.backward_candidate(gates[t], h_prev, dout[t], dh, da, da[2 * H :], t1)
+                    gemm(Wc_T, da[2 * H :], t1)  # d (r * c_prev) = Wc^T dA_c
+                    k.backward_gates(gates[t], h_prev, dh, da, t1, t2)
+                    gemm(Wur_T, da[: 2 * H], t2[:H])
+                dh += t2[:H]
+                if keep_mask is not None:
+                    dh *= keep_mask[t]
         h_prev_cols = base.prev_columns(cache["h"], cache["masked_h_prev"], tmp)
         if after:
             dA[:, : 2 * H] = dWh_in[:, : 2 * H]

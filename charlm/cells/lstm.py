@@ -107,13 +107,16 @@ class LSTMKernels:
 
     window_forward(Wh, gates (T, 4H, N), h_cols (H, (T+1)N), c (T+1, H, N), tanh_c (T, H, N))
     and window_backward(WhT, gates, tanh_c, c, dout (T, H, N), dh, dc, dgates_cols (4H, TN)),
-    where a device has them, run the whole loop of a window without resets.
+    where a device has them, run the whole loop of a window without resets; with
+    `window_resets` also with them, given keep_mask (T, N) and masked_h_prev (T, H, N) last
+    (forward), keep_mask last (backward).
     """
 
     step_forward: Callable[..., None]
     step_backward: Callable[..., None]
     window_forward: Callable[..., None] | None = None
     window_backward: Callable[..., None] | None = None
+    window_resets: bool = False
 
 
 REFERENCE = LSTMKernels(step_forward, step_backward)
@@ -164,8 +167,9 @@ class LSTM(base.CellBase):
         masked_h_prev = base.masked_store(keep_mask, ws, "masked_h_prev", (T, H, N), dtype)
         masked_c_prev = base.masked_store(keep_mask, ws, "masked_c_prev", (T, H, N), dtype)
         kernels = self.kernels
-        if keep_mask is None and kernels.window_forward is not None:
-            kernels.window_forward(Wh, gates, h_cols, c, tanh_c)
+        if kernels.window_forward is not None and (keep_mask is None or kernels.window_resets):
+            masks = () if keep_mask is None else (keep_mask, masked_h_prev)
+            kernels.window_forward(Wh, gates, h_cols, c, tanh_c, *masks)
         else:
             wh = ws.empty("wh", (4 * H, N), dtype)
             for t in range(T):
@@ -215,8 +219,9 @@ class LSTM(base.CellBase):
         WhT = tmp.empty("WhT", Wh.shape[::-1], dtype)
         WhT[...] = Wh.T  # a plain (not transposed) GEMM operand is faster
         kernels = self.kernels
-        if keep_mask is None and kernels.window_backward is not None:
-            kernels.window_backward(WhT, gates, tanh_c, c, dout, dh, dc, dgates_cols)
+        if kernels.window_backward is not None and (keep_mask is None or kernels.window_resets):
+            masks = () if keep_mask is None else (keep_mask,)
+            kernels.window_backward(WhT, gates, tanh_c, c, dout, dh, dc, dgates_cols, *masks)
         else:
             scratch = tmp.empty("scratch", (7 * H, N), dtype)
             for t in range(T - 1, -1, -1):

@@ -44,10 +44,17 @@ def step_backward(activation: str, h: Array, dout: Array, dh: Array, dgates: Arr
 
 @dataclass(frozen=True)
 class RNNKernels:
-    """One device's RNN step kernels, with the signatures of the reference functions above."""
+    """One device's RNN step kernels, with the signatures of the reference functions above.
+
+    window_forward(Wh, gates (T, H, N), h (T+1, H, N), activation, keep_mask, masked_h_prev)
+    and window_backward(WhT, h, dout, dh, dA (T, H, N), activation, keep_mask), where a device
+    has them, run a window's whole loop (resets included).
+    """
 
     step_forward: Callable[..., None]
     step_backward: Callable[..., None]
+    window_forward: Callable[..., None] | None = None
+    window_backward: Callable[..., None] | None = None
 
 
 REFERENCE = RNNKernels(step_forward, step_backward)
@@ -93,9 +100,15 @@ class RNN(base.CellBase):
         hs = base.state_sequence(state[0], T, ws, "h")
         keep_mask = base.keep_mask(resets, dtype, ws)
         masked_h_prev = base.masked_store(keep_mask, ws, "masked_h_prev", (T, H, N), dtype)
-        for t in range(T):
-            self.device.gemm(Wh, base.masked_prev(hs[t], t, keep_mask, masked_h_prev), hs[t + 1])
-            self.kernels.step_forward(self.activation, gates[t], hs[t + 1])
+        window = self.kernels.window_forward
+        if window is not None:
+            window(Wh, gates, hs, self.activation, keep_mask, masked_h_prev)
+        else:
+            for t in range(T):
+                self.device.gemm(
+                    Wh, base.masked_prev(hs[t], t, keep_mask, masked_h_prev), hs[t + 1]
+                )
+                self.kernels.step_forward(self.activation, gates[t], hs[t + 1])
         cache = {"x": x, "params": params, "h": hs, "keep_mask": keep_mask,
                  "masked_h_prev": masked_h_prev, "ws": ws}  # fmt: skip
         return hs[1:], (hs[T].copy(),), cache
@@ -116,11 +129,15 @@ class RNN(base.CellBase):
         dh = tmp.zeros("dh", (H, N), Wh.dtype)
         WhT = tmp.empty("WhT", Wh.shape[::-1], Wh.dtype)
         WhT[...] = Wh.T  # a plain (not transposed) GEMM operand is faster
-        for t in range(T - 1, -1, -1):
-            self.kernels.step_backward(self.activation, hs[t + 1], dout[t], dh, dA[t])
-            self.device.gemm(WhT, dA[t], dh)  # da<t-1> = W_aa^T dA
-            if keep_mask is not None:
-                dh *= keep_mask[t]
+        window = self.kernels.window_backward
+        if window is not None:
+            window(WhT, hs, dout, dh, dA, self.activation, keep_mask)
+        else:
+            for t in range(T - 1, -1, -1):
+                self.kernels.step_backward(self.activation, hs[t + 1], dout[t], dh, dA[t])
+                self.device.gemm(WhT, dA[t], dh)  # da<t-1> = W_aa^T dA
+                if keep_mask is not None:
+                    dh *= keep_mask[t]
         dA_cols = time_columns(dA, tmp, "dA_cols")  # (H, T*N), shared by both weight gradients
         h_prev_cols = base.prev_columns(hs, cache["masked_h_prev"], tmp)
         xp.matmul(dA_cols, h_prev_cols.T, out=grads["Wh"])
