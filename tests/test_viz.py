@@ -109,6 +109,20 @@ def test_the_pages_data_decode_to_the_activations():
     assert bits[-1] == 65535  # nothing came after the last character
 
 
+def test_the_pages_token_ids_take_two_bytes_past_254_tokens():
+    text = "".join(chr(0x100 + i) for i in range(300)) * 2
+    ckpt = make_ckpt(text, hidden=4, layers=1)
+    acts = collect(ckpt.model(), ckpt.params, ckpt.vocab, text)
+    data = page_data(acts, {}, list(ckpt.vocab.tokens), False, [Unit(0, "h", 0)],
+                     Unit(0, "h", 0), "src")  # fmt: skip
+    assert data["idBytes"] == 2
+    top = np.frombuffer(base64.b64decode(data["topIds"]), "<u2").reshape(len(text), 5)
+    np.testing.assert_array_equal(top, acts.top_ids)
+    following = np.frombuffer(base64.b64decode(data["nextIds"]), "<u2")
+    np.testing.assert_array_equal(following[:-1], acts.next_ids[:-1])
+    assert following[-1] == len(ckpt.vocab)  # "nothing came next"
+
+
 # --- features ----------------------------------------------------------------------------------
 
 
@@ -222,7 +236,7 @@ def test_the_page_renders_in_chromium_without_errors(chromium: str, tmp_path: Pa
     pytest.importorskip("PIL", reason="Pillow (with matplotlib, a test extra) reads the PNG")
     from PIL import Image
 
-    text = quote_text(words=300)
+    text = quote_text(words=300) + '(a "smile" \U0001f600 <b>&amp;)\n'  # one char, two in JS
     ckpt = planted_quote_lstm(text)
     acts = collect(ckpt.model(), ckpt.params, ckpt.vocab, text)
     matches = feature_search(acts)
@@ -249,14 +263,11 @@ def test_the_page_renders_in_chromium_without_errors(chromium: str, tmp_path: Pa
         assert shown == pytest.approx(acts.states[0]["c"][j, 3], abs=0.01)
         best = acts.top_probs[j, 0]
         assert f"{100 * round(best * 255) / 255:.1f}%" in tip
-        assert f"{acts.next_bits[j]:.2f} bits" in tip
+        assert f"{round(acts.next_bits[j] * 100) / 100:.2f} bits" in tip
         # a feature's unit is a click away
         browser.evaluate("document.querySelector('#features button').click()")
-        assert browser.evaluate("document.getElementById('unit').value") == str(
-            matches["position in line"][0].unit.index
-            if not matches["inside quotes"]
-            else matches["inside quotes"][0].unit.index
-        )
+        quotes = matches["inside quotes"][0].unit
+        assert browser.evaluate("document.getElementById('unit').value") == str(quotes.index)
         png = browser.screenshot()
         assert browser.errors() == []
         assert browser.requests() == [page.resolve().as_uri()]  # nothing from the network

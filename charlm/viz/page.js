@@ -196,7 +196,7 @@
     return e;
   }
   function scatter(gate) {
-    const size = 190, pad = 30;
+    const size = 150, pad = 30;
     const svg = el("svg", { width: size + pad + 8, height: size + pad + 24 });
     const at = (x, y) => [pad + x * size, 16 + (1 - y) * size];
     const title = el("text", { x: pad + size / 2, y: 12, "text-anchor": "middle",
