@@ -21,13 +21,23 @@ from typing import Any
 NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
 
-def find_chromium() -> str | None:
-    """The path of a Chromium (or Chrome) executable on PATH, or None."""
+def find_chromium() -> tuple[str | None, str]:
+    """(path, "") of a Chromium (or Chrome) on PATH that runs, else (None, why not). A stub
+    that only points elsewhere (Ubuntu's chromium package, which wants snap) does not run."""
     for name in NAMES:
         path = shutil.which(name)
-        if path:
-            return path
-    return None
+        if not path:
+            continue
+        try:
+            version = subprocess.run([path, "--version"], capture_output=True, text=True,
+                                     timeout=60, check=False)  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return None, f"{path} does not run ({exc})"
+        if version.returncode != 0 or "chrom" not in version.stdout.lower():
+            output = (version.stdout + version.stderr).strip()[-200:]
+            return None, f"{path} --version failed ({version.returncode}): {output}"
+        return path, ""
+    return None, "Chromium is not installed"
 
 
 class Browser:

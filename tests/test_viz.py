@@ -225,10 +225,10 @@ def test_a_page_over_its_budget_keeps_the_feature_units_first():
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    path = find_chromium()
+    path, why = find_chromium()
     if path is None:
-        pytest.skip("Chromium is not installed, so the page is not rendered: install Debian's "
-                    "chromium package (make test does when it runs as root)")  # fmt: skip
+        pytest.skip(f"{why}, so the page is not rendered in a browser: install Debian's "
+                    "chromium package (make test does, as root or with sudo)")  # fmt: skip
     return path
 
 
