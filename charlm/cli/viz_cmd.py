@@ -106,12 +106,6 @@ def viz(text_file: str | None, run_dir: str | None, checkpoint_path: str | None,
     data = page_data(acts, matches, list(ckpt.vocab.tokens), ckpt.vocab.mode == "lines", units,
                      chosen, source, note)  # fmt: skip
     total = data["unitsTotal"]
-    if len(units) < total:
-        data["note"] = " ".join(filter(None, [
-            data["note"] and data["note"] + ";",
-            f"the page keeps {len(units):,} of the {total:,} units' activations (its size "
-            "limit; the feature-tracking units first): a shorter --limit keeps more",
-        ]))  # fmt: skip
     body = render_page(data, f"{Path(str(json_path)).parent.name} on {text_file or '--text'}")
     encoded = body.encode("utf-8")
     write_atomic(html_path, encoded)

@@ -83,8 +83,16 @@ def page_data(
     source: str,
     note: str = "",
 ) -> dict[str, Any]:
-    """The page's data, as the script reads them (see page.js)."""
+    """The page's data, as the script reads them (see page.js). `note` is shown at the top,
+    with a word about the units left out if `units` are not all of them."""
     V = len(tokens)
+    total = sum(s.shape[1] for layer in acts.states for s in layer.values())
+    if len(units) < total:
+        kept = (
+            f"the page keeps {len(units):,} of the {total:,} units' activations (its size "
+            "limit; the feature-tracking units first): a shorter --limit keeps more"
+        )
+        note = f"{note}; {kept}" if note else kept
     id_type = np.uint8 if V < 255 else np.dtype("<u2")  # V itself marks "no next token"
     streams, unit_rows = [], []
     for unit in units:
@@ -107,7 +115,7 @@ def page_data(
         "text": acts.text,
         "tokens": [display_token(t, lines) for t in tokens],
         "units": unit_rows,
-        "unitsTotal": sum(s.shape[1] for layer in acts.states for s in layer.values()),
+        "unitsTotal": total,
         "acts": _b64(acts_bytes),
         "k": acts.top_ids.shape[1],
         "idBytes": np.dtype(id_type).itemsize,
