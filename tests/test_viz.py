@@ -279,6 +279,26 @@ def test_the_page_renders_in_chromium_without_errors(chromium: str, tmp_path: Pa
     (tmp_path / "page.png").write_bytes(png)
 
 
+@pytest.mark.parametrize(("cell", "plots"), [("rnn", 0), ("gru", 2)])
+def test_pages_of_other_cells_and_lines_mode_render_too(chromium: str, tmp_path: Path,
+                                                        cell: str, plots: int):  # fmt: skip
+    ckpt = make_ckpt(TEXT, cell, "lines")
+    acts = collect(ckpt.model(), ckpt.params, ckpt.vocab, TEXT)
+    matches = feature_search(acts)
+    units = kept_units(acts, matches)
+    data = page_data(acts, matches, list(ckpt.vocab.tokens), True, units, units[0], cell)
+    page = tmp_path / "viz.html"
+    page.write_text(render_page(data, cell), encoding="utf-8")
+    browser = open_page(chromium, page)
+    try:
+        assert browser.evaluate("document.body.dataset.ready") == "1"
+        assert browser.evaluate("document.querySelectorAll('#plots svg').length") == plots
+        assert browser.evaluate("document.getElementById('state').options.length") == 1
+        assert browser.errors() == []
+    finally:
+        browser.close()
+
+
 # --- the command -------------------------------------------------------------------------------
 
 
