@@ -11,7 +11,7 @@ CKSUM := $(shell cksum < pyproject.toml | cut -d' ' -f1)
 RUNTIME_STAMP := $(VENV)/.installed-runtime-$(CKSUM)
 TEST_STAMP := $(VENV)/.installed-test-$(CKSUM)
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint chromium demo bench clean
 
 $(RUNTIME_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,21 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check charlm tests benchmarks
 	$(BIN)/ruff format --check charlm tests benchmarks
 
-test: $(TEST_STAMP) lint
+# `charlm viz`'s page test renders in headless Chromium: install Debian's package when this runs
+# as root or with passwordless sudo and has apt-get; without it the test says it is skipped.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	  else sudo=no; fi; \
+	  if [ "$$sudo" != no ] && command -v apt-get >/dev/null 2>&1; then \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 \
+	    || { $$sudo apt-get update -qq >/dev/null 2>&1 && $$sudo env \
+	         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; } \
+	    || echo "could not install chromium: the viz page test will be skipped"; \
+	  else echo "chromium is not installed (needs root and apt-get): the viz page test will be skipped"; \
+	  fi; }
+
+test: $(TEST_STAMP) lint chromium
 	$(BIN)/python -m pytest -q
 
 demo: $(RUNTIME_STAMP)

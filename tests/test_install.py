@@ -148,12 +148,21 @@ def source_modules(src: Path) -> list[str]:
     return sorted(p.relative_to(src).as_posix() for p in (src / "charlm").rglob("*.py"))
 
 
+def package_data(src: Path) -> list[str]:
+    """The other files charlm reads from its package (the viz page's template), as wheel paths."""
+    files = (src / "charlm").rglob("*")
+    return sorted(
+        p.relative_to(src).as_posix() for p in files if p.suffix in {".html", ".css", ".js"}
+    )
+
+
 def test_wheel_holds_every_module(installed: Installed) -> None:
     modules = source_modules(installed.src)
     assert "charlm/cells/lstm.py" in modules  # the source scan itself works
+    assert "charlm/viz/page.js" in package_data(installed.src)
     with zipfile.ZipFile(installed.wheel) as whl:
         names = set(whl.namelist())
-        missing = [m for m in modules if m not in names]
+        missing = [m for m in modules + package_data(installed.src) if m not in names]
         assert not missing, f"the wheel lacks {missing}"
         entry_points = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         assert len(entry_points) == 1, sorted(names)
@@ -223,3 +232,7 @@ def test_console_script_trains_samples_and_gradchecks(installed: Installed) -> N
 
     check = run([charlm, "gradcheck"], cwd=work, env=env)
     assert "max relative error" in check.stdout, check.stdout + check.stderr
+
+    # The viz page's template comes from the installed package.
+    run([charlm, "viz", "corpus.txt", "--html", "viz.html"], cwd=work, env=env)
+    assert "charlm viz" in (work / "viz.html").read_text("utf-8")

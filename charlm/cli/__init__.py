@@ -5,7 +5,7 @@ Library code raises `CharlmError` for anything a user can fix; here it becomes o
 
 `group` holds the click group and its error handling, `options` the options and checkpoint
 lookup that several commands share, `progress` the training progress bar, `show` the
-`eval --show` colouring; each `*_cmd` module registers its command(s) on the group.
+`eval --show` and `viz` colouring; each `*_cmd` module registers its command(s) on the group.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from charlm.cli import (  # noqa: F401
     runs_cmd,
     sample_cmd,
     train_cmd,
+    viz_cmd,
     vocab_cmd,
 )
 from charlm.cli.group import CharlmGroup, cli

@@ -1,7 +1,10 @@
-"""`charlm eval --show`: a text coloured by each character's loss."""
+"""A text coloured character by character in the terminal: by each character's loss
+(`charlm eval --show`) or by one unit's activation (`charlm viz`). Click drops the colours
+when the output is not a terminal."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -9,6 +12,38 @@ import click
 # Per-character loss bins for `eval --show`: bit edges and the colour of each bin.
 SHOW_EDGES = (1.0, 2.0, 4.0, 8.0)
 SHOW_COLOURS = ("green", "cyan", "yellow", "magenta", "red")
+# An activation's bins, as a fraction of its unit's colour range: strong and weak negative,
+# near zero (plain), weak and strong positive.
+UNIT_EDGES = (-0.6, -0.2, 0.2, 0.6)
+UNIT_STYLES = ({"bg": "blue", "fg": "white"}, {"bg": "cyan", "fg": "black"}, None,
+               {"bg": "yellow", "fg": "black"}, {"bg": "red", "fg": "white"})  # fmt: skip
+
+
+def styled_runs(text: str, bins: Any, styles: Sequence[dict[str, str] | None]) -> str:
+    """`text` with each stretch of characters in the same bin styled as `styles[bin]` (None:
+    plain); a line break is left plain, so a style never runs across lines."""
+    out, start = [], 0
+    for j in range(1, len(text) + 1):  # one styled run per stretch of equal bin
+        if j == len(text) or bins[j] != bins[start] or text[j] == "\n" or text[j - 1] == "\n":
+            piece, style = text[start:j], styles[bins[start]]
+            out.append(piece if piece == "\n" or style is None else click.style(piece, **style))
+            start = j
+    return "".join(out)
+
+
+def show_unit(text: str, values: Any, colour_range: float, title: str) -> None:
+    """`text` coloured by one unit's activation `values` (len(text),), then a legend: the
+    strongest colours from +-0.6 `colour_range` on."""
+    import numpy as np  # noqa: PLC0415
+
+    bins = np.searchsorted(np.asarray(UNIT_EDGES) * colour_range, values, side="right")
+    click.echo(styled_runs(text, bins, UNIT_STYLES), nl=not text.endswith("\n"))
+    edges = [f"{e * colour_range:+.2f}" for e in UNIT_EDGES]
+    middle = (f"{a}..{b}" for a, b in zip(edges, edges[1:], strict=False))
+    names = [f"< {edges[0]}", *middle, f"> {edges[-1]}"]
+    legend = "  ".join(name if style is None else click.style(name, **style)
+                       for name, style in zip(names, UNIT_STYLES, strict=True))  # fmt: skip
+    click.echo(f"{title}: {legend}")
 
 
 def show_losses(text: str, losses: Any, lines: bool) -> None:
@@ -24,14 +59,9 @@ def show_losses(text: str, losses: Any, lines: bool) -> None:
     scored = np.asarray(losses)[: len(text) - offset] / LN2
     bits[offset : offset + len(scored)] = scored
     bins = loss_bins(np.nan_to_num(bits, nan=0.0), SHOW_EDGES)
-    out, start = [], 0
-    for j in range(1, len(text) + 1):  # one styled run per stretch of equal colour
-        if j == len(text) or bins[j] != bins[start] or text[j] == "\n" or text[j - 1] == "\n":
-            piece = text[start:j]
-            out.append(piece if piece == "\n" or np.isnan(bits[start])
-                       else click.style(piece, fg=SHOW_COLOURS[bins[start]]))  # fmt: skip
-            start = j
-    click.echo("".join(out), nl=not text.endswith("\n"))
+    bins[np.isnan(bits)] = len(SHOW_COLOURS)  # not predicted: plain
+    styles = [{"fg": colour} for colour in SHOW_COLOURS] + [None]
+    click.echo(styled_runs(text, bins, styles), nl=not text.endswith("\n"))
     edges = ["0", *(f"{e:g}" for e in SHOW_EDGES), "inf"]
     legend = "  ".join(
         click.style(f"{edges[i]}-{edges[i + 1]}", fg=colour)
