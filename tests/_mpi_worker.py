@@ -6,7 +6,8 @@ reference): `charlm train ARGS...`, with test instruments around it.
 MODE `record`: every rank records the files it opens for writing (or renames, removes) under
 the run directory (a Python audit hook) and, after training, its parameters, in
 OUT/writes-RANK.json and OUT/params-RANK.npy. MODE `raise`: rank 1 raises at step 3, alone.
-MODE `drift`: rank 1 changes a parameter of its own before step 4.
+MODE `drift`: rank 1 changes a parameter of its own before step 4. MODE `threads`: every rank
+records its BLAS thread count after training in OUT/threads-RANK.json.
 """
 
 from __future__ import annotations
@@ -68,6 +69,19 @@ def main() -> None:
             return result
 
         Trainer.run = run_and_keep  # type: ignore[method-assign]
+    elif mode == "threads":
+        from threadpoolctl import threadpool_info  # noqa: PLC0415
+
+        train = Trainer.run
+
+        def run_and_count(self: Trainer, *a: Any, **k: Any) -> Any:
+            result = train(self, *a, **k)
+            pools = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+            counts = [pool["num_threads"] for pool in pools]
+            (out / f"threads-{me}.json").write_text(json.dumps(counts))
+            return result
+
+        Trainer.run = run_and_count  # type: ignore[method-assign]
     elif mode == "drift" and me == 1:
         update = TrainStep.__call__
 

@@ -25,7 +25,7 @@ from _cli_contract import DATA, REPO
 
 from charlm.checkpoint import load_checkpoint
 from charlm.data import Batch
-from charlm.distributed import ShardedUniforms, World
+from charlm.distributed import THREAD_VARS, ShardedUniforms, World
 from charlm.errors import CharlmError
 
 WORKER = REPO / "tests" / "_mpi_worker.py"
@@ -366,3 +366,25 @@ def test_a_batch_that_does_not_split_evenly_is_one_line(tmp_path: Path) -> None:
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines == ["Error: train.batch_size 5 is the global batch and must split evenly over the "
                      "2 processes; make it a multiple of 2"], done.stderr  # fmt: skip
+
+
+@needs_mpi
+@pytest.mark.parametrize("given", [None, "2"])
+def test_ranks_share_the_cores_out_unless_the_user_set_a_thread_count(
+    tmp_path: Path, given: str | None
+) -> None:
+    """Two ranks on this machine each get half its cores for BLAS (at least one thread); an
+    OPENBLAS_NUM_THREADS the user set is kept."""
+    settings = ["model.hidden_size=8", "model.num_layers=1", "train.batch_size=4",
+                "train.max_steps=2", "train.eval_every=2"]  # fmt: skip
+    environment = {k: v for k, v in env().items() if k not in THREAD_VARS}
+    if given is not None:
+        environment["OPENBLAS_NUM_THREADS"] = given
+    cmd = launch(2, tmp_path / "out", "threads", train_args(tmp_path / "run", settings))
+    done = subprocess.run(cmd, env=environment, capture_output=True, text=True, timeout=120,
+                          check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    for rank in (0, 1):
+        counts = json.loads((tmp_path / "out" / f"threads-{rank}.json").read_text())
+        assert counts and set(counts) == {share if given is None else int(given)}
