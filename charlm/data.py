@@ -246,36 +246,68 @@ def eval_batches(
             f"need at least 2 ids to evaluate (an input and a target), have {len(ids)}"
         )
     n = max(1, min(batch_size, (len(ids) - 1) // seq_len))
-    if reset_id is None:
-        (x, y), scored = _streams(ids, n), None
-    else:
-        x, y, scored = _line_streams(ids, n, reset_id)
+    if reset_id is not None:
+        for x, y, scored in _line_windows(ids, n, reset_id, seq_len):
+            yield dataclasses.replace(_batch(x, y, reset_id), scored=scored)
+        return
+    x, y = _streams(ids, n)
     for start in range(0, x.shape[1], seq_len):
         window = slice(start, start + seq_len)
-        batch = _batch(x[:, window], y[:, window], reset_id)
-        yield batch if scored is None else dataclasses.replace(batch, scored=scored[:, window])
+        yield _batch(x[:, window], y[:, window], reset_id)
 
 
-def _line_streams(
-    ids: np.ndarray, n: int, reset_id: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Inputs, targets and `scored` as (n, L) matrices of streams that each begin at a
-    sequence start (a `reset_id`), about equally long. A shorter stream is padded with
+def _line_windows(
+    ids: np.ndarray, n: int, reset_id: int, seq_len: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Inputs, targets and `scored`, window by window, of about n streams that each begin at a
+    sequence start (a `reset_id`) and are about equally long. A shorter stream is padded with
     `reset_id` inputs (the state restarts there: nothing carries over) and unscored targets;
-    the state restarts at every sequence anyway, so each target is scored as in one stream."""
+    the state restarts at every sequence anyway, so each target is scored as in one stream.
+    Each window is copied out of `ids` when it is reached: a memory-mapped corpus is never
+    read into memory whole."""
+    cuts = _line_cuts(ids, n, reset_id)
+    ends = np.append(cuts[1:], len(ids) - 1)
+    width = int((ends - cuts).max())
+    for start in range(0, width, seq_len):
+        shape = (len(cuts), min(seq_len, width - start))
+        x, y = np.full(shape, reset_id, dtype=ids.dtype), np.zeros(shape, dtype=ids.dtype)
+        scored = np.zeros(shape, dtype=bool)
+        for row, (first, end) in enumerate(zip(cuts.tolist(), ends.tolist(), strict=True)):
+            a, b = first + start, min(first + start + shape[1], end)
+            if a < b:
+                x[row, : b - a], y[row, : b - a] = ids[a:b], ids[a + 1 : b + 1]
+                scored[row, : b - a] = True
+        yield x, y, scored
+
+
+def _line_cuts(ids: np.ndarray, n: int, reset_id: int, block: int = 1 << 20) -> np.ndarray:
+    """Where the streams of `_line_windows` start: 0 and, for each of the n equal shares of
+    the inputs ids[:-1], the first sequence start at or after its beginning (the last one if
+    none follows). Found by scanning forward a block at a time, each id read at most once."""
     body = len(ids) - 1
-    starts = np.flatnonzero(ids[:-1] == reset_id)
-    nearest = np.searchsorted(starts, np.arange(n) * body / n)
-    cuts = np.union1d([0], starts[np.minimum(nearest, len(starts) - 1)])
-    ends = np.append(cuts[1:], body)
-    shape = (len(cuts), int((ends - cuts).max()))
-    x, y = np.full(shape, reset_id, dtype=ids.dtype), np.zeros(shape, dtype=ids.dtype)
-    scored = np.zeros(shape, dtype=bool)
-    for row, (start, end) in enumerate(zip(cuts.tolist(), ends.tolist(), strict=True)):
-        x[row, : end - start] = ids[start:end]
-        y[row, : end - start] = ids[start + 1 : end + 1]
-        scored[row, : end - start] = True
-    return x, y, scored
+    cuts, found = [0], None  # found: the first start at or after the last share's beginning
+    for k in range(n):
+        target = -(-k * body // n)  # ceil(k * body / n): the first position of share k
+        if found is None or found < target:
+            found, pos = None, target
+            while pos < body and found is None:
+                hits = np.flatnonzero(ids[pos : min(pos + block, body)] == reset_id)
+                found = pos + int(hits[0]) if len(hits) else None
+                pos += block
+        if found is None:  # no start after: the last one, and the same for every later share
+            cuts.append(_last_start(ids[:body], reset_id, block))
+            break
+        cuts.append(found)
+    return np.unique(np.array(cuts, dtype=np.int64))
+
+
+def _last_start(ids: np.ndarray, reset_id: int, block: int) -> int:
+    """The last position of `reset_id` in `ids` (0 if none), scanning back a block at a time."""
+    for stop in range(len(ids), 0, -block):
+        hits = np.flatnonzero(ids[max(stop - block, 0) : stop] == reset_id)
+        if len(hits):
+            return max(stop - block, 0) + int(hits[-1])
+    return 0
 
 
 @dataclass

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import charlm.data as data_module
 from charlm.data import Batch, BatchStream, encode_text, eval_batches, read_text, split_ids
 from charlm.errors import CharlmError
 from charlm.vocab import Vocab
@@ -265,3 +266,25 @@ def test_eval_batches_resets_and_short_input() -> None:
     assert batch.resets is not None and batch.resets.tolist() == [[True, False, False, True, False]]
     with pytest.raises(CharlmError, match="at least 2"):
         list(eval_batches(ids[:1], 4, 4))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    ids=st.lists(st.integers(0, 4), min_size=2, max_size=80),
+    n=st.integers(1, 9),
+    block=st.sampled_from([1, 2, 3, 1 << 20]),
+)
+def test_line_cuts_scanned_in_blocks_are_the_first_starts_of_each_share(
+    ids: list[int], n: int, block: int
+) -> None:
+    """Each stream of a lines-mode evaluation starts at the first sequence start at or after
+    k/n of the inputs (the last start if none follows), found without reading all the ids
+    at once: the same cuts as searching a list of every start."""
+    arr = np.array(ids, dtype=np.uint8)
+    starts = np.flatnonzero(arr[:-1] == 1)
+    body = len(arr) - 1
+    expected = {0}
+    for k in range(n):
+        after = starts[starts >= k * body / n]
+        expected.add(int(after[0]) if len(after) else int(starts[-1]) if len(starts) else 0)
+    assert data_module._line_cuts(arr, n, 1, block).tolist() == sorted(expected)
