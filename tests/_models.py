@@ -1,4 +1,4 @@
-"""Small checkpoints shared by the sampling and evaluation tests."""
+"""Small checkpoints shared by the sampling and evaluation tests, and random training batches."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 
 from charlm.checkpoint import Checkpoint
 from charlm.config import config_from_dict
-from charlm.data import BatchStream, encode_text
+from charlm.data import Batch, BatchStream, encode_text
 from charlm.model import CharModel
 from charlm.optim import Optimizer
 from charlm.vocab import Vocab
@@ -40,3 +40,16 @@ def trained_lines(corpus: str = "") -> Checkpoint:
     config = config_from_dict({"model": TRAINED_SPEC, "data": {"mode": "lines", "corpus": corpus}})
     vocab, params = _trained()
     return Checkpoint(config, vocab, dict(params), step=300)
+
+
+def random_batches(rng: np.random.Generator, V: int, N: int, T: int, count: int, lines: bool,
+                   reset_p: float, restart_p: float) -> list[Batch]:  # fmt: skip
+    """`count` batches of random ids (N, T) in [0, V): with resets at a rate `reset_p` in lines
+    mode, else with restarts at a rate `restart_p` in every second batch."""
+    batches = []
+    for i in range(count):
+        x, y = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
+        resets = rng.random((N, T)) < reset_p if lines else None
+        restarts = rng.random(N) < restart_p if (not lines and i % 2) else None
+        batches.append(Batch(x, y, resets, restarts))
+    return batches

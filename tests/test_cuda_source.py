@@ -21,6 +21,7 @@ from _cuda_emulation import (
     gxx_missing,
     nvcc_missing,
 )
+from _models import random_batches
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_kernels import FORMS, problem, run, spec
@@ -367,18 +368,12 @@ def test_graph_step_bookkeeping_gives_the_uncaptured_numbers(cell: str, lines: b
     uncaptured step: same losses, norms, parameters, state and counters after 7 steps. (The
     capture itself, CuPy's, is tested on a GPU in test_gpu.py.)"""
     from charlm.config import TrainConfig
-    from charlm.data import Batch
     from charlm.step import TrainStep
 
     V, N, T = 13, 3, 5
     device = EmulatedCudaDevice()
     rng = np.random.default_rng(4)
-    batches = []
-    for i in range(7):
-        x, y = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
-        resets = rng.random((N, T)) < 0.2 if lines else None
-        restarts = rng.random(N) < 0.4 if (not lines and i % 2) else None
-        batches.append(Batch(x, y, resets, restarts))
+    batches = random_batches(rng, V, N, T, 7, lines, reset_p=0.2, restart_p=0.4)
     settings = TrainConfig(batch_size=N, seq_len=T, lr=3e-2, lr_schedule="cosine", max_steps=7,
                            warmup_steps=2, dtype="float64")  # fmt: skip
     runs = []

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _models import random_batches
 from click.testing import CliRunner
 
 from charlm import cublas
@@ -436,17 +437,11 @@ def test_fused_clip_adam_and_dropout_on_the_gpu_match_numpy() -> None:
 
 def graph_problem(cell: str, lines: bool) -> tuple[Any, ...]:
     from charlm.config import TrainConfig
-    from charlm.data import Batch
 
     V, N, T = 30, 8, 12
     model_spec = spec(cell, hidden_size=32, dropout=0.25, gru_reset_after=False)
     rng = np.random.default_rng(9)
-    batches = []
-    for i in range(7):
-        x, y = rng.integers(0, V, (N, T)), rng.integers(0, V, (N, T))
-        resets = rng.random((N, T)) < 0.1 if lines else None
-        restarts = rng.random(N) < 0.3 if (not lines and i % 2) else None
-        batches.append(Batch(x, y, resets, restarts))
+    batches = random_batches(rng, V, N, T, 7, lines, reset_p=0.1, restart_p=0.3)
     settings = TrainConfig(batch_size=N, seq_len=T, lr=3e-3, lr_schedule="cosine",
                            max_steps=7, warmup_steps=2)  # fmt: skip
     return model_spec, V, settings, batches
