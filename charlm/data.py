@@ -289,25 +289,12 @@ def _line_cuts(ids: np.ndarray, n: int, reset_id: int, block: int = 1 << 20) -> 
     for k in range(n):
         target = -(-k * body // n)  # ceil(k * body / n): the first position of share k
         if found is None or found < target:
-            found, pos = None, target
-            while pos < body and found is None:
-                hits = np.flatnonzero(ids[pos : min(pos + block, body)] == reset_id)
-                found = pos + int(hits[0]) if len(hits) else None
-                pos += block
+            found = first_index(ids, reset_id, target, body, block)
         if found is None:  # no start after: the last one, and the same for every later share
-            cuts.append(_last_start(ids[:body], reset_id, block))
+            cuts.append(last_index(ids, reset_id, 0, body, block) or 0)
             break
         cuts.append(found)
     return np.unique(np.array(cuts, dtype=np.int64))
-
-
-def _last_start(ids: np.ndarray, reset_id: int, block: int) -> int:
-    """The last position of `reset_id` in `ids` (0 if none), scanning back a block at a time."""
-    for stop in range(len(ids), 0, -block):
-        hits = np.flatnonzero(ids[max(stop - block, 0) : stop] == reset_id)
-        if len(hits):
-            return max(stop - block, 0) + int(hits[-1])
-    return 0
 
 
 @dataclass
@@ -401,3 +388,26 @@ def count_id(ids: np.ndarray, value: int, block: int = 1 << 24) -> int:
     return sum(
         int(np.count_nonzero(ids[i : i + block] == value)) for i in range(0, len(ids), block)
     )
+
+
+def first_index(ids: np.ndarray, value: int, start: int, stop: int,
+                block: int = 1 << 20) -> int | None:  # fmt: skip
+    """The first position in [start, stop) where `ids` holds `value`, or None; read a block at
+    a time (a memmap stays unloaded)."""
+    for lo in range(start, stop, block):
+        hits = np.flatnonzero(ids[lo : min(lo + block, stop)] == value)
+        if len(hits):
+            return lo + int(hits[0])
+    return None
+
+
+def last_index(ids: np.ndarray, value: int, start: int, stop: int,
+               block: int = 1 << 20) -> int | None:  # fmt: skip
+    """The last position in [start, stop) where `ids` holds `value`, or None; read a block at
+    a time from the end."""
+    for hi in range(stop, start, -block):
+        lo = max(hi - block, start)
+        hits = np.flatnonzero(ids[lo:hi] == value)
+        if len(hits):
+            return lo + int(hits[-1])
+    return None

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from charlm.data import count_id, drop_blank_lines
+from charlm.data import count_id, drop_blank_lines, first_index, last_index
 from charlm.errors import CharlmError
 from charlm.fileio import BackgroundWriter, fsync_dir, pwrite_all, write_atomic
 from charlm.prepared import FORMAT, FORMAT_VERSION, IDS, MANIFEST, OUTPUTS, VOCAB
@@ -166,18 +166,11 @@ def split_point(ids: np.ndarray, val_fraction: float, eos_id: int | None) -> tup
     cut = int(n * (1.0 - val_fraction))
     if eos_id is None or cut >= n:
         return cut, cut
-    block = 1 << 20
-    for stop in range(max(cut, 1), 0, -block):  # back from the cut, a MB at a time
-        start = max(stop - block, 1)
-        hits = np.flatnonzero(ids[start : stop + 1] == eos_id)
-        if len(hits) and start + hits[-1] < n - 1:
-            pos = start + int(hits[-1])
-            return pos + 1, pos
-    for start in range(cut + 1, n - 1, block):  # the first line ends after the cut
-        hits = np.flatnonzero(ids[start : min(start + block, n - 1)] == eos_id)
-        if len(hits):
-            pos = start + int(hits[0])
-            return pos + 1, pos
+    # the last <EOS> at or below the cut that is not the final one, else the first after it
+    pos = last_index(ids, eos_id, 1, min(cut + 1, n - 1))
+    pos = first_index(ids, eos_id, cut + 1, n - 1) if pos is None else pos
+    if pos is not None:
+        return pos + 1, pos
     raise CharlmError(
         "the corpus has one line: nothing to hold out for validation; give more lines, "
         "or --val-fraction 0"

@@ -270,3 +270,28 @@ def test_background_writer_keeps_order_and_raises_a_failed_write(tmp_path: Path)
     with open(target, "r+b") as fh:
         fileio.pwrite_all(fh.fileno(), memoryview(b"ab"), 4)
     assert target.read_bytes() == b"0123ab6789"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lines=st.lists(st.integers(1, 6), min_size=1, max_size=12),
+    val_fraction=st.sampled_from([0.0, 0.01, 0.1, 0.3, 0.9]),
+)
+def test_lines_split_is_the_last_line_end_at_or_before_the_cut(
+    lines: list[int], val_fraction: float
+) -> None:
+    """The validation part starts at the <EOS> nearest below the cut (not the final one),
+    else the first after it: a corpus of several lines always splits, even when the cut falls
+    on its final <EOS> (it once said "one line" for a 1% split of a small corpus)."""
+    ids = np.array([1] + [i for n in lines for i in [7] * n + [1]], dtype=np.uint8)
+    n, cut = len(ids), int(len(ids) * (1.0 - val_fraction))
+    ends = np.flatnonzero(ids[: n - 1] == 1)[1:]  # the line ends a split can take
+    if cut >= n:
+        assert prep_mod.split_point(ids, val_fraction, 1) == (cut, cut)
+    elif not len(ends):
+        with pytest.raises(CharlmError, match="one line"):
+            prep_mod.split_point(ids, val_fraction, 1)
+    else:
+        below = ends[ends <= cut]
+        pos = int(below[-1] if len(below) else ends[0])
+        assert prep_mod.split_point(ids, val_fraction, 1) == (pos + 1, pos)
